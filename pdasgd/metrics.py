@@ -1,0 +1,162 @@
+"""Metrics: the one analysis path from a Trace to the numbers a user sees.
+
+Whatever produced a trace (simulator or executor), `summarize` turns it into the summary of DESIGN.md with
+stable keys. Definitions (shared with the theory):
+
+- A batch completes at the latest end of any of its spans. Steady-state throughput counts the batches after the
+  first `warmup` completions: (completed - warmup) / (last completion - warmup-th completion); with no warmup,
+  from the first span's start.
+- Version staleness of layer m for batch i = version just before batch i's update of m (update span) minus the
+  version batch i's forward read (forward span): the number of updates applied to m in between. Time staleness =
+  end of that update minus start of that forward. Batches with id < warmup are left out (pipeline filling).
+  Engines emit at most one forward and one update span per (batch, layer); pairs missing either are skipped.
+- Utilisation of a device = busy time (every op but `wait`) / (slots x makespan).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+from pdasgd.trace import Trace
+
+SUMMARY_KEYS = (
+    "source",
+    "method",
+    "batches",
+    "makespan_s",
+    "throughput_batches_per_s",
+    "speedup_vs_sequential",
+    "staleness",
+    "time_staleness_s",
+    "utilization",
+    "memory_peak_bytes",
+    "accuracy",
+)
+
+
+@dataclass(frozen=True)
+class StalenessTable:
+    """Per-layer staleness samples (input layer first), steady-state batches only."""
+
+    versions: list[list[int]]
+    times_s: list[list[float]]
+
+    def per_layer_mean(self) -> list[float]:
+        return [_mean(samples) for samples in self.versions]
+
+    def per_layer_max(self) -> list[int]:
+        return [max(samples) if samples else 0 for samples in self.versions]
+
+    def time_per_layer_mean(self) -> list[float]:
+        return [_mean(samples) for samples in self.times_s]
+
+    def mean(self) -> float:
+        return _mean([value for samples in self.versions for value in samples])
+
+    def max(self) -> int:
+        return max(self.per_layer_max(), default=0)
+
+
+def _mean(values: list) -> float:
+    return math.fsum(values) / len(values) if values else 0.0
+
+
+def makespan_s(trace: Trace) -> float:
+    """Time from the first span's start to the last span's end."""
+    if not trace.spans:
+        return 0.0
+    return max(span.end_s for span in trace.spans) - min(span.start_s for span in trace.spans)
+
+
+def completion_times(trace: Trace) -> dict[int, float]:
+    """Batch -> time its last span ends."""
+    done: dict[int, float] = {}
+    for span in trace.spans:
+        if span.batch is not None:
+            done[span.batch] = max(done.get(span.batch, span.end_s), span.end_s)
+    return done
+
+
+def steady_time_per_batch_s(trace: Trace) -> float:
+    """Mean time between batch completions after the first `warmup` completions."""
+    finishes = sorted(completion_times(trace).values())
+    warmup = min(trace.warmup, len(finishes) - 1)
+    if not finishes:
+        return math.nan
+    if warmup > 0:
+        start_s = finishes[warmup - 1]
+    else:
+        start_s = min(span.start_s for span in trace.spans)
+    counted = len(finishes) - warmup
+    return (finishes[-1] - start_s) / counted
+
+
+def throughput_batches_per_s(trace: Trace) -> float:
+    per_batch_s = steady_time_per_batch_s(trace)
+    return 1.0 / per_batch_s if per_batch_s > 0 else math.inf
+
+
+def staleness_table(trace: Trace) -> StalenessTable:
+    """Pair each steady-state batch's forward read with its update of the same layer."""
+    reads: dict[tuple[int, int], tuple[int, float]] = {}
+    updates: dict[tuple[int, int], tuple[int, float]] = {}
+    for span in trace.spans:
+        if span.batch is None or span.layer is None or span.version is None:
+            continue
+        key = (span.batch, span.layer)
+        if span.op == "forward":
+            reads.setdefault(key, (span.version, span.start_s))
+        elif span.op == "update":
+            updates.setdefault(key, (span.version, span.end_s))
+    versions: list[list[int]] = [[] for _ in range(trace.layers)]
+    times_s: list[list[float]] = [[] for _ in range(trace.layers)]
+    for (batch, layer), (read_version, read_s) in sorted(reads.items()):
+        if batch < trace.warmup or (batch, layer) not in updates:
+            continue
+        update_version, update_s = updates[(batch, layer)]
+        versions[layer].append(update_version - read_version)
+        times_s[layer].append(update_s - read_s)
+    return StalenessTable(versions, times_s)
+
+
+def utilization(trace: Trace) -> dict[str, float]:
+    """Device -> busy fraction of (slots x makespan)."""
+    busy_s: dict[str, float] = defaultdict(float)
+    for span in trace.spans:
+        if span.op != "wait":
+            busy_s[span.device] += span.duration_s
+    total_s = makespan_s(trace)
+    devices = list(trace.device_slots) + [d for d in busy_s if d not in trace.device_slots]
+    return {
+        device: (busy_s[device] / (trace.device_slots.get(device, 1) * total_s) if total_s > 0 else 0.0)
+        for device in devices
+    }
+
+
+def summarize(trace: Trace) -> dict:
+    """The summary dict of DESIGN.md (the keys in SUMMARY_KEYS, in that order)."""
+    table = staleness_table(trace)
+    throughput = throughput_batches_per_s(trace)
+    speedup = None
+    if trace.sequential_batch_s is not None and math.isfinite(throughput):
+        speedup = trace.sequential_batch_s * throughput
+    return {
+        "source": trace.source,
+        "method": trace.method,
+        "batches": len(completion_times(trace)),
+        "makespan_s": makespan_s(trace),
+        "throughput_batches_per_s": throughput,
+        "speedup_vs_sequential": speedup,
+        "staleness": {
+            "mean": table.mean(),
+            "max": table.max(),
+            "per_layer_mean": table.per_layer_mean(),
+            "per_layer_max": table.per_layer_max(),
+        },
+        "time_staleness_s": {"per_layer_mean": table.time_per_layer_mean()},
+        "utilization": utilization(trace),
+        "memory_peak_bytes": trace.memory_peak_bytes,
+        "accuracy": trace.accuracy,
+    }
