@@ -3,13 +3,14 @@
 Whatever produced a trace (simulator or executor), `summarize` turns it into the summary of DESIGN.md with
 stable keys. Definitions (shared with the theory):
 
-- A batch completes at the latest end of any of its spans. Steady-state throughput counts the batches after the
-  first `warmup` completions: (completed - warmup) / (last completion - warmup-th completion); with no warmup,
-  from the first span's start.
-- Version staleness of layer m for batch i = version just before batch i's update of m (update span) minus the
-  version batch i's forward read (forward span): the number of updates applied to m in between. Time staleness =
-  end of that update minus start of that forward. Batches with id < warmup are left out (pipeline filling).
-  Engines emit at most one forward and one update span per (batch, layer); pairs missing either are skipped.
+- A batch completes at the latest end of any of its spans. Steady-state throughput counts the batches
+  after the first `warmup` completions: (completed - warmup) / (last completion - warmup-th completion);
+  with no warmup, from the first span's start.
+- Version staleness of layer m for batch i = version just before batch i's update of m (update span)
+  minus the version batch i's forward read (forward span): the number of updates applied to m in between.
+  Time staleness = end of that update minus start of that forward. Batches with id < warmup are left out
+  (pipeline filling). Engines emit at most one forward and one update span per (batch, layer); pairs
+  missing either are skipped.
 - Utilisation of a device = busy time (every op but `wait`) / (slots x makespan).
 """
 

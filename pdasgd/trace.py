@@ -53,8 +53,8 @@ SPAN_COLUMNS = tuple(f.name for f in fields(Span))
 class Trace:
     """Spans plus what metrics need to interpret them.
 
-    `sequential_batch_s` is the time per batch of plain sequential backprop on the same layer costs (simulator)
-    or measured (executor); `speedup_vs_sequential` divides it by the steady-state time per batch.
+    `sequential_batch_s` is the time per batch of plain sequential backprop on the same layer costs
+    (simulator) or measured (executor); `speedup_vs_sequential` divides it by the steady-state time per batch.
     `device_slots` maps each device to the number of ops it can run at once (for utilisation).
     """
 

@@ -1,20 +1,32 @@
 """The `pdasgd` console script: one subcommand per module in this package.
 
-Each command module defines `add_parser(subparsers)`; its parser's `func` runs the command and returns an exit
-status. User errors (ScenarioError, TraceError, UsageError, ValueError from theory arguments) become one line on
-stderr and exit status 2; Ctrl-C exits with 130.
+Each command module defines `add_parser(subparsers)`; its parser's `func` runs the command and returns an
+exit status. Modules are found by name, so adding a command is adding a module. User errors (ScenarioError,
+TraceError, UsageError, ValueError from theory arguments) become one line on stderr and exit status 2;
+Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 
+from pdasgd.cli import __path__
 from pdasgd.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, UsageError, eprint
 from pdasgd.scenario import ScenarioError
 from pdasgd.trace import TraceError
 
-COMMANDS = ("validate", "theory", "demo")
+# Order in --help; modules not listed here follow alphabetically.
+PREFERRED_ORDER = ("demo", "validate", "theory", "simulate", "profile", "run", "compare", "sweep")
+NOT_COMMANDS = {"common", "main"}
+
+
+def command_names() -> list[str]:
+    """Command modules in pdasgd/cli, in help order."""
+    found = {info.name for info in pkgutil.iter_modules(__path__)} - NOT_COMMANDS
+    listed = [name for name in PREFERRED_ORDER if name in found]
+    return listed + sorted(found - set(listed))
 
 
 def build_parser() -> OneLineParser:
@@ -25,7 +37,7 @@ def build_parser() -> OneLineParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     subparsers.required = True
-    for name in COMMANDS:
+    for name in command_names():
         importlib.import_module(f"pdasgd.cli.{name}").add_parser(subparsers)
     return parser
 
