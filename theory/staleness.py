@@ -1,0 +1,185 @@
+"""Staleness of layer-wise (LU) versus block (BU) updates.
+
+Paper: arXiv 2410.05985, section 3.4 (and the remark in 3.2). Layers m = 1..M, 1 = input; backward visits
+layer M first. g_l, f_l, u_l are layer l's backward, forward and update times; F = sum f_l, B = sum (g_l+u_l).
+Lists here are indexed from the input layer (index 0 is m = 1).
+
+- Relative delay of BU vs LU at layer m: tau_m = sum_{l<m} g_l (BU applies layer m when the whole backward
+  ends, LU as soon as its gradient exists). Uniform layers: tau_m = (m-1) beta F / M.
+  The paper writes beta F m / M, whose sum is beta F (M+1)/2, yet states beta F (M-1)/2, which matches m-1.
+  The paper's "average" is a sum; the mean beta F (M-1)/(2M) does not grow with depth when beta F is fixed.
+- Version staleness of layer m for batch i (DESIGN.md) = number of updates of layer m applied after batch i's
+  forward read it and before batch i's own update of it. Tie rule: an update at the same instant as a read
+  is visible (it is not counted).
+- Forward-bound regime (n_f = 1, B <= k F, so one batch every F and no queueing): the time from batch i's read
+  of layer m to its own update is
+      LU: Delta_m = F - sum_{l<m} f_l + d + sum_{l>=m} (g_l + u_l);   BU: Delta_m = F - sum_{l<m} f_l + d + B,
+  and the updates in between are those of batches i-1, i-2, ... that land less than Delta_m later than batch
+  i-j's own read, so staleness_m = ceil(Delta_m / F) - 1 for every batch in steady state.
+- Section 3.2 says the second half of the layers use new parameters. In fact batch i reads batch i-1's LU
+  update of layer m iff beta (M-m+1) <= m-1 (uniform layers, d = 0): a fraction -> 1/(1+beta) of the layers.
+- When the in-flight bound Q binds (backward-bound k < beta, or a small Q), BU staleness is Q - 1 for every
+  layer; with an unbounded queue it grows without limit, by 1 - kF/B per batch. `staleness_recursion`
+  computes the exact per-batch staleness of any fixed-time schedule, these cases included.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import accumulate
+
+import numpy as np
+
+from theory import _checks
+from theory.speedup import async_schedule
+
+METHODS = ("async-lu", "async-bu")
+_TIE = 1e-9  # relative tolerance under which a float is taken to sit exactly on an integer or an instant
+
+
+def block_delay(backward_s_per_layer: Sequence[float]) -> list[float]:
+    """tau_m = sum_{l<m} g_l: how much later BU applies layer m's update than LU (input layer first)."""
+    g = _checks.durations("backward_s_per_layer", backward_s_per_layer)
+    return [0.0, *accumulate(g[:-1])]
+
+
+def mean_relative_delay(backward_s_per_layer: Sequence[float]) -> float:
+    """Mean of block_delay over layers; uniform layers: beta F (M-1) / (2M)."""
+    tau = block_delay(backward_s_per_layer)
+    return sum(tau) / len(tau)
+
+
+def paper_relative_staleness(beta: float, layers: int, forward_s: float = 1.0) -> list[float]:
+    """The paper's beta F m / M for m = 1..M. Off by one layer: the correct delay is beta F (m-1) / M."""
+    beta = _checks.duration("beta", beta)
+    layers = _checks.count("layers", layers)
+    forward_s = _checks.duration("forward_s", forward_s)
+    return [beta * forward_s * m / layers for m in range(1, layers + 1)]
+
+
+def uniform_layers(total_s: float, layers: int) -> list[float]:
+    """Split a whole-batch time evenly over `layers` layers."""
+    total_s = _checks.duration("total_s", total_s)
+    layers = _checks.count("layers", layers)
+    return [total_s / layers] * layers
+
+
+def _ceil(x: float) -> int:
+    """ceil that treats values within float noise of an integer as that integer (tie rule)."""
+    return math.ceil(x - _TIE * max(1.0, abs(x)))
+
+
+def _check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return method
+
+
+def version_staleness(
+    forward_s_per_layer: Sequence[float],
+    backward_s_per_layer: Sequence[float],
+    n_backward: int,
+    method: str,
+    handoff_s: float = 0.0,
+    update_s_per_layer: Sequence[float] | None = None,
+) -> list[int]:
+    """Steady-state version staleness per layer (input first) in the forward-bound regime.
+
+    Assumes one forward worker, fixed times and B <= k F (B includes update times); raises ValueError in
+    the backward-bound regime, where staleness depends on the in-flight bound (see staleness_recursion).
+    """
+    f = _checks.durations("forward_s_per_layer", forward_s_per_layer)
+    g = _checks.durations("backward_s_per_layer", backward_s_per_layer)
+    u = _layer_updates(update_s_per_layer, len(g))
+    k = _checks.count("n_backward", n_backward)
+    d = _checks.duration("handoff_s", handoff_s)
+    _check_method(method)
+    if len(f) != len(g):
+        raise ValueError(f"{len(f)} forward but {len(g)} backward layer times")
+    forward, backward = sum(f), sum(g) + sum(u)
+    if forward <= 0:
+        raise ValueError("the forward time of a batch must be > 0")
+    if backward > k * forward * (1 + _TIE):
+        raise ValueError(
+            f"backward-bound (B = {backward:g} > k F = {k * forward:g}): staleness depends on "
+            "max_in_flight; use staleness_recursion"
+        )
+    read = [0.0, *accumulate(f[:-1])]  # read time of each layer after the batch's forward starts
+    done = list(accumulate((gl + ul for gl, ul in zip(g[::-1], u[::-1], strict=True))))[::-1]
+    until = done if method == "async-lu" else [backward] * len(g)
+    return [_ceil((forward - r + d + t) / forward) - 1 for r, t in zip(read, until, strict=True)]
+
+
+def _layer_updates(update_s_per_layer: Sequence[float] | None, layers: int) -> list[float]:
+    if update_s_per_layer is None:
+        return [0.0] * layers
+    u = _checks.durations("update_s_per_layer", update_s_per_layer)
+    if len(u) != layers:
+        raise ValueError(f"{len(u)} update times for {layers} layers")
+    return u
+
+
+def uniform_staleness(layers: int, beta: float, method: str) -> list[int]:
+    """Closed forms for uniform layers, d = 0, k >= beta: LU ceil((M-m+1)(1+beta)/M) - 1,
+    BU ceil((M-m+1)/M + beta) - 1, for m = 1..M."""
+    layers = _checks.count("layers", layers)
+    beta = _checks.duration("beta", beta)
+    _check_method(method)
+    share = [(layers - m + 1) / layers for m in range(1, layers + 1)]
+    if method == "async-lu":
+        return [_ceil(s * (1 + beta)) - 1 for s in share]
+    return [_ceil(s + beta) - 1 for s in share]
+
+
+def fresh_layer_fraction(layers: int, beta: float) -> float:
+    """Fraction of layers whose LU update from batch i-1 batch i already reads: beta (M-m+1) <= m-1."""
+    layers = _checks.count("layers", layers)
+    beta = _checks.duration("beta", beta)
+    fresh = sum(1 for m in range(1, layers + 1) if beta * (layers - m + 1) <= m - 1)
+    return fresh / layers
+
+
+def bounded_bu_staleness(max_in_flight: int) -> int:
+    """BU staleness when the in-flight bound Q binds: Q - 1 for every layer (Q = k+1 gives k)."""
+    return _checks.count("max_in_flight", max_in_flight) - 1
+
+
+def staleness_recursion(
+    forward_s_per_layer: Sequence[float],
+    backward_s_per_layer: Sequence[float],
+    n_backward: int,
+    method: str,
+    batches: int,
+    n_forward: int = 1,
+    handoff_s: float = 0.0,
+    update_s_per_layer: Sequence[float] | None = None,
+    max_in_flight: int | None = None,
+) -> np.ndarray:
+    """Exact version staleness, shape (batches, layers), of the fixed-time schedule (any regime).
+
+    Uses theory.speedup.async_schedule for the forward and backward start of every batch; batch i reads
+    layer m at its forward start + sum_{l<m} f_l and updates it at its backward start + sum_{l>=m} (g_l+u_l)
+    (LU) or + B (BU). Updates land in batch order, so the count is the number of earlier batches whose
+    update of the layer lands strictly after the read (tie rule: at the same instant counts as visible).
+    """
+    f = _checks.durations("forward_s_per_layer", forward_s_per_layer)
+    g = _checks.durations("backward_s_per_layer", backward_s_per_layer)
+    u = _layer_updates(update_s_per_layer, len(g))
+    _check_method(method)
+    if len(f) != len(g):
+        raise ValueError(f"{len(f)} forward but {len(g)} backward layer times")
+    forward, backward = sum(f), sum(g) + sum(u)
+    schedule = async_schedule(batches, forward, backward, n_backward, n_forward, handoff_s, max_in_flight)
+    read_offset = np.array([0.0, *accumulate(f[:-1])])
+    done = np.cumsum((np.array(g) + np.array(u))[::-1])[::-1]
+    update_offset = done if method == "async-lu" else np.full(len(g), backward)
+    read = schedule.forward_start_s[:, None] + read_offset
+    update = schedule.backward_start_s[:, None] + update_offset
+    tie = _TIE * max(1.0, forward + backward)
+    batch = np.arange(len(read))
+    stale = np.empty(read.shape, dtype=int)
+    for m in range(len(g)):
+        visible = np.searchsorted(update[:, m], read[:, m] + tie, side="right")
+        stale[:, m] = np.maximum(batch - visible, 0)
+    return stale
