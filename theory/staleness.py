@@ -19,8 +19,12 @@ Lists here are indexed from the input layer (index 0 is m = 1).
 - Section 3.2 says the second half of the layers use new parameters. In fact batch i reads batch i-1's LU
   update of layer m iff beta (M-m+1) <= m-1 (uniform layers, d = 0): a fraction -> 1/(1+beta) of the layers.
 - When the in-flight bound Q binds (backward-bound k < beta, or a small Q), BU staleness is Q - 1 for every
-  layer; with an unbounded queue it grows without limit, by 1 - kF/B per batch. `staleness_recursion`
-  computes the exact per-batch staleness of any fixed-time schedule, these cases included.
+  layer. Proof (one forward worker): batch i reads after the backward end of batch i-Q (visible), and if the
+  forward of batch i+1 waits for the bound, the backward end of batch i-Q+1 is at least F after batch i's
+  forward start, so (with f_M > 0) after every read of batch i: batches i-Q+1..i-1 all count.
+  With n_f forward workers forwards overlap and "exactly Q - 1" weakens to Q - n_f <= staleness <= Q - 1.
+  With an unbounded queue staleness grows without limit, by 1 - kF/B per batch.
+  `staleness_recursion` computes the exact per-batch staleness of any fixed-time schedule, LU included.
 """
 
 from __future__ import annotations
@@ -141,7 +145,10 @@ def fresh_layer_fraction(layers: int, beta: float) -> float:
 
 
 def bounded_bu_staleness(max_in_flight: int) -> int:
-    """BU staleness when the in-flight bound Q binds: Q - 1 for every layer (Q = k+1 gives k)."""
+    """BU staleness when the in-flight bound Q binds: Q - 1 for every layer (Q = k+1 gives k).
+
+    Exact with one forward worker; with n_f forward workers it lies in [Q - n_f, Q - 1].
+    """
     return _checks.count("max_in_flight", max_in_flight) - 1
 
 
