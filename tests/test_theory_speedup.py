@@ -1,6 +1,8 @@
 """Speed-up closed forms (THEORY.md, section 3.3) against exact examples and a worker-level simulation."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -151,3 +153,10 @@ def test_cycle_time_examples():
 def test_bad_arguments_raise(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_theory_imports_nothing_of_the_project():
+    code = "import sys, theory; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for name in ("pdasgd", "simulator", "executor", "torch", "simpy"):
+        assert f"'{name}'" not in loaded.stdout
