@@ -18,6 +18,7 @@ from theory.sde import (
     ou_stationary_variance,
     paper_stationary_variance,
     perturbed_sgd_variance,
+    sample_delayed_sgd,
     sgd_variance,
 )
 from theory.speedup import (
@@ -36,6 +37,7 @@ from theory.staleness import (
     mean_relative_delay,
     paper_relative_staleness,
     staleness_recursion,
+    uniform_layers,
     uniform_staleness,
     version_staleness,
 )
@@ -65,12 +67,14 @@ __all__ = [
     "paper_speedup",
     "pathwise_bound",
     "perturbed_sgd_variance",
+    "sample_delayed_sgd",
     "sequential_time",
     "sgd_variance",
     "simulate_delayed_quadratic",
     "speedup",
     "speedup_limit",
     "staleness_recursion",
+    "uniform_layers",
     "uniform_staleness",
     "version_staleness",
 ]
