@@ -1,0 +1,109 @@
+"""The theory's prediction for a scenario, in the same keys as a summary, so it sits beside the others.
+
+`theory/` works on numbers (F, B, k, n_f, d, Q); this module reads them off a Scenario and returns what
+the closed forms say: steady-state cycle time and throughput, speed-up over sequential (steady state, the
+summary's definition, and makespan-based, the paper's), the paper's lambda, and per-layer version staleness.
+
+The closed forms assume fixed op times and one device per worker. Staleness comes from the closed form in
+the forward-bound regime (one forward worker, B <= k F) and from the exact recursion elsewhere (mean over
+the second half of the batches). Methods other than sequential, async-lu and async-bu, shared devices,
+jitter and stragglers are outside the theory: the result says so in `applies` and `note`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pdasgd.scenario import ASYNC_METHODS, Scenario
+
+
+def theory_for(scenario: Scenario) -> dict[str, Any]:
+    """Closed-form predictions for `scenario` (which must have layer costs)."""
+    if scenario.model is None:
+        raise ValueError("model: no layer costs; give [model] or run `pdasgd profile` first")
+    reason = _outside_theory(scenario)
+    base = {"applies": reason is None, "note": reason or "fixed times, one device per worker"}
+    if scenario.method == "sequential":
+        return {**base, **_sequential(scenario)}
+    if scenario.method not in ASYNC_METHODS:
+        return base
+    return {**base, **_async(scenario)}
+
+
+def _outside_theory(scenario: Scenario) -> str | None:
+    if scenario.method not in ("sequential", *ASYNC_METHODS):
+        return f"no closed form for {scenario.method}"
+    devices = list(scenario.device_of().values())
+    if len(set(devices)) < len(devices) or any(d.speed != 1.0 for d in scenario.devices):
+        return "shared or scaled devices: the closed forms only bound this schedule"
+    if scenario.delays.jitter_cv > 0 or scenario.delays.stragglers:
+        return "random or straggling op times: the closed forms give the fixed-time optimum"
+    if scenario.delays.update_s > 0:
+        return "update visibility delay is not in the closed forms"
+    return None
+
+
+def _costs(scenario: Scenario) -> tuple[list[float], list[float], list[float]]:
+    layers = scenario.model.layers
+    return [x.forward_s for x in layers], [x.backward_s for x in layers], [x.update_s for x in layers]
+
+
+def _sequential(scenario: Scenario) -> dict[str, Any]:
+    from theory.speedup import sequential_time
+
+    model = scenario.model
+    cycle_s = model.forward_s + model.backward_s + model.update_s
+    layers = len(model.layers)
+    return {
+        "cycle_time_s": cycle_s,
+        "throughput_batches_per_s": 1.0 / cycle_s,
+        "speedup_vs_sequential": 1.0,
+        "makespan_s": sequential_time(
+            scenario.run.batches, model.forward_s, model.backward_s + model.update_s
+        ),
+        "staleness": {"mean": 0.0, "per_layer_mean": [0.0] * layers, "source": "closed form"},
+    }
+
+
+def _async(scenario: Scenario) -> dict[str, Any]:
+    from theory.speedup import async_schedule, cycle_time, paper_speedup, speedup_limit
+
+    model, workers, batches = scenario.model, scenario.workers, scenario.run.batches
+    f_s, b_s = model.forward_s, model.backward_s + model.update_s
+    n_f, k, d = workers.forward, workers.backward, scenario.delays.handoff_s
+    q = workers.max_in_flight if workers.max_in_flight < batches else None
+    cycle_s = cycle_time(f_s, b_s, n_f, k, d, q)
+    makespan_s = async_schedule(batches, f_s, b_s, k, n_f, d, q).makespan_s
+    return {
+        "cycle_time_s": cycle_s,
+        "throughput_batches_per_s": 1.0 / cycle_s,
+        "speedup_vs_sequential": (f_s + b_s) / cycle_s,
+        "makespan_s": makespan_s,
+        "speedup_makespan": batches * (f_s + b_s) / makespan_s,
+        "paper_speedup": paper_speedup(batches, model.beta),
+        "speedup_limit": speedup_limit(model.beta, n_backward=k, n_forward=n_f),
+        "staleness": _staleness(scenario, q),
+    }
+
+
+def _staleness(scenario: Scenario, q: int | None) -> dict[str, Any]:
+    from theory.staleness import staleness_recursion, version_staleness
+
+    forward, backward, update = _costs(scenario)
+    workers, d = scenario.workers, scenario.delays.handoff_s
+    method = scenario.method
+    f_s, b_s = sum(forward), sum(backward) + sum(update)
+    in_flight_free = q is None or q * f_s >= f_s + d + b_s
+    if workers.forward == 1 and b_s <= workers.backward * f_s and in_flight_free:
+        per_layer = version_staleness(forward, backward, workers.backward, method, d, update)
+        return _stale_summary([float(x) for x in per_layer], "closed form")
+    batches = scenario.run.batches
+    table = staleness_recursion(
+        forward, backward, workers.backward, method, batches, workers.forward, d, update, q
+    )
+    per_layer = [float(x) for x in table[max(scenario.run.warmup, batches // 2) :].mean(axis=0)]
+    return _stale_summary(per_layer, "recursion")
+
+
+def _stale_summary(per_layer: list[float], source: str) -> dict[str, Any]:
+    return {"mean": sum(per_layer) / len(per_layer), "per_layer_mean": per_layer, "source": source}
