@@ -160,3 +160,13 @@ def test_theory_imports_nothing_of_the_project():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     for name in ("pdasgd", "simulator", "executor", "torch", "simpy"):
         assert f"'{name}'" not in loaded.stdout
+
+
+def test_submodules_stay_reachable_as_attributes():
+    import types
+
+    import theory
+
+    assert isinstance(theory.speedup, types.ModuleType)
+    assert isinstance(theory.staleness, types.ModuleType)
+    assert theory.speedup.speedup(10, 2.0, n_backward=2) == 2.5

@@ -7,6 +7,7 @@ Each module states its assumptions and where the paper is wrong. Only numpy, sci
 are used; nothing else of the project is imported.
 """
 
+# `speedup` (the function) is not re-exported: it would hide the module theory.speedup.
 from theory.bias import bias_bound, lipschitz_constant, pathwise_bound, simulate_delayed_quadratic
 from theory.maxplus import async_schedule_graph, firing_times, karp, max_cycle_mean
 from theory.sde import (
@@ -27,7 +28,6 @@ from theory.speedup import (
     cycle_time,
     paper_speedup,
     sequential_time,
-    speedup,
     speedup_limit,
 )
 from theory.staleness import (
@@ -71,7 +71,6 @@ __all__ = [
     "sequential_time",
     "sgd_variance",
     "simulate_delayed_quadratic",
-    "speedup",
     "speedup_limit",
     "staleness_recursion",
     "uniform_layers",
