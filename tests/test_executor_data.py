@@ -209,6 +209,18 @@ def test_npz_grey_images_get_a_channel_for_resnet_and_tokens_a_vocabulary(tmp_pa
     )
 
 
+def test_npz_for_user_networks_keeps_shapes_and_integer_inputs(tmp_path):
+    path = write_npz(tmp_path, x=np.zeros((10, 6, 6), dtype=np.int32), y=np.zeros(10, dtype=np.int64))
+    data = load_dataset(Train(network="mymodule:blocks", dataset=path), seed=0)
+    assert (data.input_shape, data.train_x.dtype) == ((6, 6), torch.int64)
+
+
+def test_npz_for_resnet_needs_images(tmp_path):
+    path = write_npz(tmp_path, x=np.zeros((10, 6)), y=np.zeros(10, dtype=np.int64))
+    with pytest.raises(ValueError, match="resnet needs x of images"):
+        load_dataset(Train(network="resnet", dataset=path), seed=0)
+
+
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
