@@ -1,0 +1,160 @@
+"""Versioned parameters: what makes layer-wise updates under pending graphs exact.
+
+A forward of batch i+1 runs while batch i's backward updates layers, so a parameter tensor that a pending
+graph saved must never change. Each layer therefore holds an immutable `Version`: its number and its tensors.
+A forward reads the current version and builds its graph on detached leaves of those tensors; an update
+computes new tensors and publishes them as the next version (PLATFORM.md: in-place updates, `p.data` tricks
+and `optimizer.step()` raise or give silently wrong gradients on Conv, BatchNorm and LSTM).
+
+Each layer has a lock. An update (SGD with momentum and weight decay, `torch.optim.SGD` semantics: no
+dampening, no Nesterov) runs under it, so two backward workers updating one layer never lose an update and
+versions rise by exactly one per update. Reads take the lock only to count pending readers, which tells
+`MemoryMeter` how many versions are alive. Momentum buffers are read only by updates, under the lock, so
+they are updated in place and not versioned.
+
+Only parameters are versioned. Buffers (BatchNorm running statistics) are shared tensors that forwards
+update in place; no backward reads them, so they cannot corrupt a gradient. With several forward workers
+their running-average updates may interleave, as in any Hogwild-style run.
+
+On CUDA an update runs on the updating worker's stream; `Version.ready` is an event recorded after it, which a
+reader's stream waits on before using the tensors (see `executor.timing`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from executor.memory import MemoryMeter
+
+
+def _no_stamp() -> None:
+    return None
+
+
+class StreamSync(Protocol):
+    """How an update orders itself on a CUDA stream (`executor.timing.CudaStreams` makes one)."""
+
+    def wait(self, version: Version) -> None: ...
+
+    def ready(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Hyper-parameters of plain SGD as `torch.optim.SGD` applies them."""
+
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Version:
+    """One published version of a layer's parameters; the tensors are never written after publication."""
+
+    number: int
+    tensors: tuple[torch.Tensor, ...]
+    ready: object | None = None  # a torch.cuda.Event on CUDA, else None
+
+
+class VersionedLayer:
+    """The parameters of one block (in `named_parameters` order), their versions and optimizer state."""
+
+    def __init__(
+        self,
+        tensors: Sequence[torch.Tensor],
+        sgd: SGD,
+        meter: MemoryMeter | None = None,
+        version: int = 0,
+        momentum: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.sgd = sgd
+        self.current = Version(version, tuple(t.detach() for t in tensors))
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.current.tensors)
+        self.momentum: list[torch.Tensor] | None = None
+        if sgd.momentum:
+            given = momentum if momentum is not None else [torch.zeros_like(t) for t in self.current.tensors]
+            self.momentum = [buffer.detach().clone() for buffer in given]
+        self._readers: dict[int, int] = {}
+        self._meter = meter
+        if meter:
+            meter.add(self.nbytes)
+
+    @property
+    def version(self) -> int:
+        return self.current.number
+
+    def read(self) -> Version:
+        """The current version, counted as read until `release` (it stays alive while a graph needs it)."""
+        with self.lock:
+            current = self.current
+            self._readers[current.number] = self._readers.get(current.number, 0) + 1
+        return current
+
+    def release(self, number: int) -> None:
+        """A read of version `number` is over (its batch's backward of this layer is done)."""
+        with self.lock:
+            left = self._readers[number] - 1
+            if left:
+                self._readers[number] = left
+                return
+            del self._readers[number]
+            if number != self.current.number and self._meter:
+                self._meter.sub(self.nbytes)
+
+    def apply(
+        self,
+        grads: Sequence[torch.Tensor],
+        sync: StreamSync | None = None,
+        stamp: Callable[[], Any] = _no_stamp,
+    ) -> tuple[int, Any, Any]:
+        """Publish the next version from gradients `grads`; return (version just before it, start, end).
+
+        `start` and `end` are `stamp()`s taken under the lock, so update spans of a layer are ordered as
+        its versions are. On CUDA, `sync` makes the updating stream wait for the current version and records
+        the new one's readiness, both under the lock, so no reader sees the new version without its event.
+        """
+        with self.lock:
+            start = stamp()
+            old = self.current
+            if sync:
+                sync.wait(old)
+            tensors = self._step(old.tensors, grads)
+            self.current = Version(old.number + 1, tensors, sync.ready() if sync else None)
+            if self._meter:
+                self._meter.add(self.nbytes)
+                if old.number not in self._readers:
+                    self._meter.sub(self.nbytes)
+            end = stamp()
+        return old.number, start, end
+
+    def _step(
+        self, params: tuple[torch.Tensor, ...], grads: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, ...]:
+        lr, momentum, decay = self.sgd.lr, self.sgd.momentum, self.sgd.weight_decay
+        new = []
+        for index, (param, grad) in enumerate(zip(params, grads, strict=True)):
+            if decay:
+                grad = torch.add(grad, param, alpha=decay)  # never in place: a grad may alias another
+            if self.momentum is not None:
+                grad = self.momentum[index].mul_(momentum).add_(grad)
+            # One fused op and one new tensor: `param - lr * grad` costs twice as much on 4 MB layers.
+            new.append(torch.add(param, grad, alpha=-lr))
+        return tuple(new)
+
+    def state(self) -> dict:
+        """Version number, tensors and momentum buffers, copied (for checkpoints)."""
+        with self.lock:
+            current = self.current
+            momentum = [buffer.detach().clone() for buffer in self.momentum] if self.momentum else None
+        return {
+            "version": current.number,
+            "tensors": [t.detach().clone() for t in current.tensors],
+            "momentum": momentum,
+        }

@@ -1,0 +1,119 @@
+"""What a run returns: the trace, its summary, the accuracy curve and the final parameters.
+
+The accuracy curve costs the run nothing: every `batches / curve_points` finished batches the finishing
+worker keeps references to the current versions (immutable, so no copy on the CPU) and a copy of the
+buffers; the snapshots are evaluated on the test split after the run, on a private copy of the blocks.
+Its points are (batches finished, seconds since the start, test accuracy); the last one is the final
+accuracy the trace reports.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from executor.blocks import Replica
+from executor.data import evaluate
+from executor.setup import Setup, cpu_slots
+from executor.timing import CudaStreams
+from executor.workers import Context
+from pdasgd.trace import Trace
+
+
+@dataclass
+class RunResult:
+    """A finished (or stopped) run. `parameters[m]` are layer m's final tensors, in named_parameters order."""
+
+    trace: Trace
+    summary: dict
+    accuracy_curve: list[tuple[int, float, float]]
+    parameters: list[tuple[torch.Tensor, ...]]
+    buffers: list[torch.Tensor]
+    completed: bool = True
+
+
+@dataclass
+class Snapshot:
+    completed: int
+    time_s: float
+    tensors: list[tuple[torch.Tensor, ...]]
+    buffers: list[torch.Tensor]
+
+
+@dataclass
+class Curve:
+    """Snapshots of the parameters taken while the run goes (module docstring)."""
+
+    every: int
+    snapshots: list[Snapshot] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def maybe_take(self, setup: Setup, ctx: Context, completed: int) -> None:
+        if completed % self.every:
+            return
+        snapshot = take_snapshot(setup, ctx.streams, completed, ctx.clock.now_s())
+        with self._lock:
+            self.snapshots.append(snapshot)
+
+
+def take_snapshot(setup: Setup, streams: CudaStreams | None, completed: int, time_s: float) -> Snapshot:
+    versions = [layer.current for layer in setup.layers]
+    if streams is None:
+        tensors = [version.tensors for version in versions]
+        buffers = [buffer.clone() for buffer in setup.buffers]
+        return Snapshot(completed, time_s, tensors, buffers)
+    # On CUDA, copy to the host so snapshots do not count in max_memory_allocated.
+    tensors = []
+    for version in versions:
+        streams.wait_version(version)
+        tensors.append(tuple(t.to("cpu") for t in version.tensors))
+    return Snapshot(completed, time_s, tensors, [buffer.to("cpu") for buffer in setup.buffers])
+
+
+def evaluate_snapshot(setup: Setup, snapshot: Snapshot) -> float:
+    """Test accuracy of a snapshot, on a private copy of the blocks (own buffers)."""
+    blocks = [copy.deepcopy(block) for block in setup.blocks]
+    replica = Replica(blocks)
+    device = setup.device
+    for m, tensors in enumerate(snapshot.tensors):
+        replica.load(m, [t.to(device) for t in tensors])
+    own_buffers = [buffer for block in replica.blocks for buffer in block.buffers()]
+    with torch.no_grad():
+        for buffer, saved in zip(own_buffers, snapshot.buffers, strict=True):
+            buffer.copy_(saved)
+    return evaluate(replica.blocks, setup.dataset.test_x, setup.dataset.test_y)
+
+
+def accuracy_curve(setup: Setup, curve: Curve) -> list[tuple[int, float, float]]:
+    snapshots = sorted(curve.snapshots, key=lambda s: s.completed)
+    return [(s.completed, s.time_s, evaluate_snapshot(setup, s)) for s in snapshots]
+
+
+def build_trace(setup: Setup, ctx: Context, peak_bytes: int, accuracy: float | None, **info) -> Trace:
+    scenario = setup.scenario
+    ctx.clock.finish()
+    spans = sorted((s for log in ctx.logs.values() for s in log.spans()), key=lambda s: (s.start_s, s.end_s))
+    slots = {ctx.device: len(ctx.streams.pool) if ctx.streams else cpu_slots()}
+    return Trace(
+        spans=spans,
+        source="executor",
+        method=scenario.method,
+        layers=len(setup.layers),
+        batches=ctx.progress.completed,
+        warmup=scenario.run.warmup,
+        device_slots=slots,
+        memory_peak_bytes=peak_bytes,
+        accuracy=accuracy,
+        info={
+            "device": str(setup.device),
+            "threads_per_worker": scenario.train.threads_per_worker,
+            "torch": torch.__version__,
+            "first_batch": setup.first,
+            "activation_bytes": setup.activation_bytes,
+            "param_bytes": [layer.nbytes for layer in setup.layers],
+            **info,
+        },
+    )

@@ -1,0 +1,298 @@
+"""`executor.run(scenario)`: train the scenario's network for real with its method, and trace every op.
+
+The run builds the network and data of `[train]` (`executor.setup`), starts the method's worker threads
+(`executor.workers`) and watches them from the calling thread: progress bar, the caller's stop event,
+Ctrl-C and worker failures. It returns a `RunResult` (`executor.results`): the trace (`source="executor"`),
+its summary from `pdasgd.metrics.summarize`, the accuracy curve and the final parameters.
+
+Failures: an exception in any worker sets the run's stop event, every other worker leaves at its next wait
+or op (well within a second), and `run` raises `WorkerError` naming the worker; a NaN or infinite loss
+raises `NonFiniteLoss` (a ValueError) naming it. Ctrl-C stops the workers the same way and raises
+`RunInterrupted` (a KeyboardInterrupt) carrying the partial result; a stop event set by the caller returns
+the partial result with `completed=False`.
+
+The executor runs sequential, async-lu, async-bu and hogwild on one device (the CPU or one GPU); it ignores
+`[[device]]`, `[placement]` and `delays.jitter_cv` (a real run has its own jitter). lapsgd, lppsgd and ddp
+need torch.distributed and come later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+from tqdm import tqdm
+
+from executor import checkpoint as checkpoints
+from executor.data import batch_stream
+from executor.links import BatchSource, Link, Stopped, Window
+from executor.results import Curve, RunResult, accuracy_curve, build_trace, take_snapshot
+from executor.setup import Setup, make_setup
+from executor.timing import CudaStreams, make_clock
+from executor.workers import (
+    Context,
+    Counter,
+    NonFiniteLoss,
+    Progress,
+    backward_worker,
+    forward_worker,
+    hogwild_worker,
+    sequential_worker,
+)
+from pdasgd import metrics
+from pdasgd.scenario import ASYNC_METHODS, Delays, Scenario, ScenarioError
+
+EXECUTOR_METHODS = ("sequential", "async-lu", "async-bu", "hogwild")
+JOIN_S = 3.0  # how long a stopping run waits for its workers before it gives up on them
+POLL_S = 0.1
+
+
+class WorkerError(RuntimeError):
+    """A worker thread raised; the run stopped. `worker` names it, `__cause__` is the original error."""
+
+    def __init__(self, worker: str, error: BaseException) -> None:
+        super().__init__(f"worker {worker} failed: {type(error).__name__}: {error}")
+        self.worker = worker
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run; `result` is what it had done (its trace is partial)."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__("run interrupted")
+        self.result = result
+
+
+def check_method(method: str) -> None:
+    if method not in EXECUTOR_METHODS:
+        raise ScenarioError(f"method {method}: not in the executor yet (simulator only)")
+
+
+def run(
+    scenario: Scenario,
+    progress: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    stop_event: threading.Event | None = None,
+    probe: object | None = None,
+    curve_points: int = 10,
+    baseline: bool = False,
+) -> RunResult:
+    """Train `scenario` for real and trace it (module docstring).
+
+    `checkpoint_dir` resumes from the checkpoint there, if any, and saves one every `checkpoint_every`
+    finished batches. `probe` (tests) gets `batch(i, x, y)`, `read(i, m, version, tensors)` and
+    `gradient(i, m, version, grads)` calls from the workers. `baseline` first runs sequential on the same
+    batches, which sets `sequential_batch_s` and so the summary's `speedup_vs_sequential`.
+    """
+    check_method(scenario.method)
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every: must be >= 1, got {checkpoint_every}")
+    sequential_s = sequential_batch_s(scenario) if baseline else None
+    setup = make_setup(scenario, checkpoint_dir)
+    ctx, curve = _context(setup, probe, curve_points)
+    if checkpoint_dir is not None:
+        ctx.on_finish = _chain(ctx.on_finish, _checkpointer(setup, ctx, checkpoint_dir, checkpoint_every))
+    errors: list[tuple[str, BaseException]] = []
+    wake = threading.Event()
+    threads = [_thread(ctx, name, target, args, errors, wake) for name, target, args in _plan(scenario, ctx)]
+    if setup.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(setup.device)
+    try:
+        stopped = _supervise(threads, ctx, errors, wake, stop_event, progress)
+    except KeyboardInterrupt:
+        _join(threads)
+        raise RunInterrupted(_result(setup, ctx, curve, sequential_s, completed=False)) from None
+    if errors:
+        name, error = errors[0]
+        if isinstance(error, NonFiniteLoss):
+            raise NonFiniteLoss(f"worker {name}: {error}") from error
+        raise WorkerError(name, error) from error
+    return _result(setup, ctx, curve, sequential_s, completed=not stopped)
+
+
+def sequential_batch_s(scenario: Scenario) -> float:
+    """Steady-state seconds per batch of plain sequential backprop on the scenario's network and batches."""
+    base = dataclasses.replace(scenario, method="sequential", delays=Delays(), devices=(), placement={})
+    return metrics.steady_time_per_batch_s(run(base, curve_points=0).trace)
+
+
+# --- set-up ---------------------------------------------------------------------------------------
+
+
+def _context(setup: Setup, probe: object | None, curve_points: int) -> tuple[Context, Curve]:
+    scenario = setup.scenario
+    total = scenario.run.batches
+    stop = threading.Event()
+    streams = _streams(setup)
+    device_name = str(setup.device) if setup.device.type == "cuda" else "cpu"
+    stream = batch_stream(setup.dataset, scenario.train.batch_size, scenario.run.seed)
+    ctx = Context(
+        blocks=setup.blocks,
+        layers=setup.layers,
+        source=BatchSource(stream, setup.first, setup.device),
+        clock=make_clock(setup.device),
+        stop=stop,
+        meter=setup.meter,
+        activation_bytes=setup.activation_bytes,
+        first=setup.first,
+        end=total,
+        threads=scenario.train.threads_per_worker,
+        device=device_name,
+        progress=Progress(setup.first),
+        streams=streams,
+        stragglers={s.worker: s for s in scenario.delays.stragglers},
+        update_delay_s=scenario.delays.update_s,
+        probe=probe,
+    )
+    curve = Curve(every=max(1, total // curve_points) if curve_points else total + 1)
+    ctx.on_finish = lambda batch, completed: curve.maybe_take(setup, ctx, completed)
+    return ctx, curve
+
+
+def _streams(setup: Setup) -> CudaStreams | None:
+    if setup.device.type != "cuda":
+        return None
+    scenario = setup.scenario
+    workers = scenario.workers
+    count = {"sequential": 1, "hogwild": workers.replicas * workers.per_replica}
+    return CudaStreams(setup.device, count.get(scenario.method, workers.max_in_flight))
+
+
+def _checkpointer(setup: Setup, ctx: Context, directory: str | os.PathLike, every: int) -> Callable:
+    def save(batch: int, completed: int) -> None:
+        if completed % every == 0:
+            checkpoints.save(directory, setup.scenario, ctx.progress.prefix, setup.layers, setup.buffers)
+
+    return save
+
+
+def _chain(first: Callable | None, second: Callable) -> Callable:
+    def both(batch: int, completed: int) -> None:
+        if first:
+            first(batch, completed)
+        second(batch, completed)
+
+    return both
+
+
+def _plan(scenario: Scenario, ctx: Context) -> list[tuple[str, Callable, tuple]]:
+    """(worker name, loop, extra arguments) for each thread of the method."""
+    names, workers = scenario.worker_names(), scenario.workers
+    if scenario.method == "sequential":
+        return [(names[0], sequential_worker, ())]
+    if scenario.method in ASYNC_METHODS:
+        window = Window(workers.max_in_flight, ctx.first, ctx.stop)
+        link = Link(scenario.delays.handoff_s, ctx.stop, senders=workers.forward)
+        layerwise = scenario.method == "async-lu"
+        plan = [
+            (name, forward_worker, (index, workers.forward, window, link))
+            for index, name in enumerate(names[: workers.forward])
+        ]
+        plan += [(name, backward_worker, (window, link, layerwise)) for name in names[workers.forward :]]
+        return plan
+    counter = Counter(ctx.first, ctx.end)
+    return [(name, hogwild_worker, (slot, counter)) for slot, name in enumerate(names)]
+
+
+# --- supervision ----------------------------------------------------------------------------------
+
+
+def _thread(
+    ctx: Context,
+    name: str,
+    target: Callable,
+    args: tuple,
+    errors: list[tuple[str, BaseException]],
+    wake: threading.Event,
+) -> threading.Thread:
+    def body() -> None:
+        try:
+            target(ctx, name, *args)
+        except Stopped:
+            pass
+        except BaseException as error:  # reported by the main thread, naming this worker
+            errors.append((name, error))
+            ctx.stop.set()
+        finally:
+            wake.set()
+
+    return threading.Thread(target=body, name=f"pdasgd {name}", daemon=True)
+
+
+def _supervise(
+    threads: list[threading.Thread],
+    ctx: Context,
+    errors: list,
+    wake: threading.Event,
+    stop_event: threading.Event | None,
+    progress: bool,
+) -> bool:
+    """Start the threads and wait for them; return True if the caller's stop event ended the run."""
+    bar = tqdm(
+        total=ctx.end - ctx.first,
+        unit="batch",
+        file=sys.stderr,
+        disable=not (progress and sys.stderr.isatty()),
+        dynamic_ncols=True,
+    )
+    stopped = False
+    try:
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads) and not errors:
+            if stop_event is not None and stop_event.is_set():
+                stopped = True
+                break
+            wake.wait(POLL_S)
+            wake.clear()
+            _show(bar, ctx.progress)
+        _show(bar, ctx.progress)
+    except KeyboardInterrupt:
+        ctx.stop.set()
+        raise
+    finally:
+        bar.close()
+    ctx.stop.set()
+    _join(threads)
+    return stopped
+
+
+def _show(bar: tqdm, progress: Progress) -> None:
+    if progress.completed > bar.n:
+        bar.update(progress.completed - bar.n)
+        bar.set_postfix(loss=f"{progress.loss:.4g}", refresh=False)
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    deadline = time.monotonic() + JOIN_S
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _result(
+    setup: Setup, ctx: Context, curve: Curve, sequential_s: float | None, completed: bool
+) -> RunResult:
+    ctx.clock.finish()
+    final = take_snapshot(setup, ctx.streams, ctx.progress.completed, ctx.clock.now_s())
+    curve.snapshots = [s for s in curve.snapshots if s.completed < final.completed] + [final]
+    points = accuracy_curve(setup, curve)
+    if setup.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(setup.device)
+    else:
+        peak = setup.meter.peak_bytes
+    trace = build_trace(setup, ctx, peak, points[-1][2], interrupted=not completed)
+    trace.sequential_batch_s = sequential_s
+    return RunResult(
+        trace=trace,
+        summary=metrics.summarize(trace),
+        accuracy_curve=points,
+        parameters=[layer.current.tensors for layer in setup.layers],
+        buffers=[buffer.detach().clone() for buffer in setup.buffers],
+        completed=completed,
+    )

@@ -1,0 +1,90 @@
+"""Everything a run needs before its first batch: device, data, network, versioned layers, resume state.
+
+`make_setup` is deterministic in `run.seed`: `torch.manual_seed(seed)` before the network is built, the data
+split and the batch stream seeded with it, so two runs of one scenario start from identical parameters and see
+identical batches. With a checkpoint folder that holds a checkpoint, the layers, buffers and the first batch
+come from it (`executor.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from executor import checkpoint as checkpoints
+from executor.data import Dataset, batch_stream, load_dataset
+from executor.memory import MemoryMeter
+from executor.networks import activation_bytes, build_network
+from executor.params import SGD, VersionedLayer
+from pdasgd.scenario import Scenario
+
+
+@dataclass
+class Setup:
+    scenario: Scenario
+    device: torch.device
+    dataset: Dataset
+    blocks: list[nn.Module]
+    layers: list[VersionedLayer]
+    meter: MemoryMeter
+    activation_bytes: list[int]
+    first: int  # the first batch this run trains (0 unless resumed)
+
+    @property
+    def buffers(self) -> list[torch.Tensor]:
+        """The blocks' buffers (BatchNorm running statistics), shared by every worker."""
+        return [buffer for block in self.blocks for buffer in block.buffers()]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else the CPU; ValueError for a CUDA device that is not there."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name} requested but torch sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"train.device: {name} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    return device
+
+
+def cpu_slots() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def make_setup(scenario: Scenario, checkpoint_dir: str | os.PathLike | None = None) -> Setup:
+    train, seed = scenario.train, scenario.run.seed
+    device = resolve_device(train.device)
+    dataset = load_dataset(train, seed)
+    torch.manual_seed(seed)
+    blocks = build_network(train, dataset.input_shape, dataset.num_classes, dataset.vocab_size)
+    blocks = [block.to(device).train() for block in blocks]
+    sample_x, _ = next(batch_stream(dataset, train.batch_size, seed))
+    sizes = activation_bytes(blocks, sample_x.to(device))
+    meter = MemoryMeter()
+    sgd = SGD(train.lr, train.momentum, train.weight_decay)
+    state = checkpoints.load(checkpoint_dir, scenario) if checkpoint_dir else None
+    if state is None:
+        layers = [VersionedLayer(list(block.parameters()), sgd, meter) for block in blocks]
+        return Setup(scenario, device, dataset, blocks, layers, meter, sizes, 0)
+    layers = [_restored_layer(saved, sgd, meter, device) for saved in state["layers"]]
+    if len(layers) != len(blocks):
+        raise ValueError("checkpoint: its layer count does not match the network")
+    setup = Setup(scenario, device, dataset, blocks, layers, meter, sizes, state["batches_done"])
+    with torch.no_grad():
+        for buffer, saved in zip(setup.buffers, state["buffers"], strict=True):
+            buffer.copy_(saved)
+    return setup
+
+
+def _restored_layer(saved: dict, sgd: SGD, meter: MemoryMeter, device: torch.device) -> VersionedLayer:
+    tensors = [t.to(device) for t in saved["tensors"]]
+    momentum = [t.to(device) for t in saved["momentum"]] if saved["momentum"] else None
+    return VersionedLayer(tensors, sgd, meter, version=saved["version"], momentum=momentum)

@@ -1,0 +1,141 @@
+"""Timing spans on the CPU (perf_counter) and on CUDA (events on the worker's stream), and CUDA streams.
+
+A worker records `(op, batch, layer, start, end, version)` rows in its own `SpanLog` (no lock) with stamps
+from the run's clock; the runtime turns every row into a `pdasgd.trace.Span` after the run, in seconds from
+the run's start.
+
+- `CpuClock`: a stamp is `time.perf_counter()`; with `torch.set_num_threads` set in every worker thread.
+- `CudaClock`: a stamp is a `torch.cuda.Event(enable_timing=True)` recorded on the current stream; seconds
+  are `elapsed_time` from an event recorded at the start, read after a final synchronize. Spans then say
+  when the GPU ran the op, not when the CPU queued it.
+
+On CUDA, PyTorch runs a backward op on the stream its forward op ran on, so a stream per backward worker
+would not overlap anything. `CudaStreams` instead gives each batch in flight a stream of its own
+(batch i uses stream i mod Q; batch i+Q cannot start before batch i's backward ends): batch i's forward,
+backward and updates all run there, and batches overlap on the GPU. A version made on one stream and read on
+another is ordered by its `ready` event, and `record_stream` keeps the caching allocator from reusing its
+memory while the reading stream may still use it. Hogwild workers and the sequential worker each use one
+stream of their own. The CUDA path cannot run in CI (no GPU); its tests are marked `gpu`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from executor.params import Version
+from pdasgd.trace import Span
+
+
+class CpuClock:
+    """Stamps are perf_counter seconds."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def stamp(self) -> float:
+        return time.perf_counter()
+
+    def seconds(self, stamp: float) -> float:
+        return stamp - self.start
+
+    def now_s(self) -> float:
+        """Seconds since the start, on the host."""
+        return time.perf_counter() - self.start
+
+    def finish(self) -> None:
+        """Wait for queued work (nothing to wait for on the CPU)."""
+
+
+class CudaClock(CpuClock):
+    """Stamps are CUDA events on the current stream, resolved after `finish`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        torch.cuda.synchronize(device)
+        super().__init__()
+        self.base = torch.cuda.Event(enable_timing=True)
+        self.base.record(torch.cuda.current_stream(device))
+
+    def stamp(self) -> Any:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def seconds(self, stamp: Any) -> float:
+        return self.base.elapsed_time(stamp) / 1000.0
+
+    def finish(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+
+def make_clock(device: torch.device) -> CpuClock:
+    return CudaClock(device) if device.type == "cuda" else CpuClock()
+
+
+class SpanLog:
+    """One worker's spans as raw rows; `spans()` resolves them once the clock has finished."""
+
+    def __init__(self, worker: str, device: str, clock: CpuClock) -> None:
+        self.worker = worker
+        self.device = device
+        self.clock = clock
+        self.rows: list[tuple] = []
+
+    def add(self, op: str, batch: int | None, layer: int | None, start: Any, end: Any, version=None) -> None:
+        self.rows.append((op, batch, layer, start, end, version))
+
+    def spans(self) -> list[Span]:
+        seconds = self.clock.seconds
+        return [
+            Span(self.worker, self.device, op, batch, layer, seconds(start), seconds(end), version)
+            for op, batch, layer, start, end, version in self.rows
+        ]
+
+
+class CudaStreams:
+    """Streams for batches in flight and the ordering of versions across them (module docstring)."""
+
+    def __init__(self, device: torch.device, count: int) -> None:
+        self.device = device
+        self.pool = [torch.cuda.Stream(device) for _ in range(max(1, count))]
+
+    def stream(self, slot: int) -> torch.cuda.Stream:
+        return self.pool[slot % len(self.pool)]
+
+    @contextlib.contextmanager
+    def use(self, slot: int) -> Iterator[torch.cuda.Stream]:
+        stream = self.stream(slot)
+        with torch.cuda.stream(stream):
+            yield stream
+
+    def wait_version(self, version: Version) -> None:
+        """Make the current stream wait for `version` and keep its memory until this stream is done."""
+        stream = torch.cuda.current_stream(self.device)
+        if version.ready is not None:
+            stream.wait_event(version.ready)
+        for tensor in version.tensors:
+            tensor.record_stream(stream)
+
+    def sync(self) -> StreamUpdate:
+        """The `StreamSync` for an update on the current stream."""
+        return StreamUpdate(self)
+
+
+class StreamUpdate:
+    """Orders one update on the current stream: wait for the version it reads, mark the one it makes."""
+
+    def __init__(self, streams: CudaStreams) -> None:
+        self.streams = streams
+
+    def wait(self, version: Version) -> None:
+        self.streams.wait_version(version)
+
+    def ready(self) -> object:
+        event = torch.cuda.Event()
+        event.record()
+        return event
