@@ -8,8 +8,9 @@ its summary from `pdasgd.metrics.summarize`, the accuracy curve and the final pa
 Failures: an exception in any worker sets the run's stop event, every other worker leaves at its next wait
 or op (well within a second), and `run` raises `WorkerError` naming the worker; a NaN or infinite loss
 raises `NonFiniteLoss` (a ValueError) naming it. Ctrl-C stops the workers the same way and raises
-`RunInterrupted` (a KeyboardInterrupt) carrying the partial result; a stop event set by the caller returns
-the partial result with `completed=False`.
+`RunInterrupted` (a KeyboardInterrupt) carrying the partial result. A caller's `stop_event` is the run's
+own stop event: setting it stops the workers at once and `run` returns the partial result with
+`completed=False` (the run also sets it when it stops on an error or Ctrl-C).
 
 The executor runs sequential, async-lu, async-bu and hogwild on one device (the CPU or one GPU); it ignores
 `[[device]]`, `[placement]` and `delays.jitter_cv` (a real run has its own jitter). lapsgd, lppsgd and ddp
@@ -95,7 +96,7 @@ def run(
         raise ValueError(f"checkpoint_every: must be >= 1, got {checkpoint_every}")
     sequential_s = sequential_batch_s(scenario) if baseline else None
     setup = make_setup(scenario, checkpoint_dir)
-    ctx, curve = _context(setup, probe, curve_points)
+    ctx, curve = _context(setup, probe, curve_points, stop_event or threading.Event())
     if checkpoint_dir is not None:
         ctx.on_finish = _chain(ctx.on_finish, _checkpointer(setup, ctx, checkpoint_dir, checkpoint_every))
     errors: list[tuple[str, BaseException]] = []
@@ -104,7 +105,7 @@ def run(
     if setup.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(setup.device)
     try:
-        stopped = _supervise(threads, ctx, errors, wake, stop_event, progress)
+        _supervise(threads, ctx, errors, wake, progress)
     except KeyboardInterrupt:
         _join(threads)
         raise RunInterrupted(_result(setup, ctx, curve, sequential_s, completed=False)) from None
@@ -113,7 +114,8 @@ def run(
         if isinstance(error, NonFiniteLoss):
             raise NonFiniteLoss(f"worker {name}: {error}") from error
         raise WorkerError(name, error) from error
-    return _result(setup, ctx, curve, sequential_s, completed=not stopped)
+    done = ctx.progress.completed == ctx.end - ctx.first
+    return _result(setup, ctx, curve, sequential_s, completed=done)
 
 
 def sequential_batch_s(scenario: Scenario) -> float:
@@ -125,10 +127,11 @@ def sequential_batch_s(scenario: Scenario) -> float:
 # --- set-up ---------------------------------------------------------------------------------------
 
 
-def _context(setup: Setup, probe: object | None, curve_points: int) -> tuple[Context, Curve]:
+def _context(
+    setup: Setup, probe: object | None, curve_points: int, stop: threading.Event
+) -> tuple[Context, Curve]:
     scenario = setup.scenario
     total = scenario.run.batches
-    stop = threading.Event()
     streams = _streams(setup)
     device_name = str(setup.device) if setup.device.type == "cuda" else "cpu"
     stream = batch_stream(setup.dataset, scenario.train.batch_size, scenario.run.seed)
@@ -230,10 +233,9 @@ def _supervise(
     ctx: Context,
     errors: list,
     wake: threading.Event,
-    stop_event: threading.Event | None,
     progress: bool,
-) -> bool:
-    """Start the threads and wait for them; return True if the caller's stop event ended the run."""
+) -> None:
+    """Start the threads and wait until they end, one fails or the run is stopped."""
     bar = tqdm(
         total=ctx.end - ctx.first,
         unit="batch",
@@ -241,14 +243,10 @@ def _supervise(
         disable=not (progress and sys.stderr.isatty()),
         dynamic_ncols=True,
     )
-    stopped = False
     try:
         for thread in threads:
             thread.start()
-        while any(thread.is_alive() for thread in threads) and not errors:
-            if stop_event is not None and stop_event.is_set():
-                stopped = True
-                break
+        while any(thread.is_alive() for thread in threads) and not errors and not ctx.stop.is_set():
             wake.wait(POLL_S)
             wake.clear()
             _show(bar, ctx.progress)
@@ -258,9 +256,9 @@ def _supervise(
         raise
     finally:
         bar.close()
-    ctx.stop.set()
+    if errors:
+        ctx.stop.set()
     _join(threads)
-    return stopped
 
 
 def _show(bar: tqdm, progress: Progress) -> None:

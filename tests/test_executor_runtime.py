@@ -1,0 +1,162 @@
+"""The runtime's schedule: spans and workers, the in-flight window, hand-off and update delays, stragglers,
+sequential training equal to a plain PyTorch loop, memory and the accuracy curve."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from executor_probe import scenario
+from torch import nn
+
+from executor.data import batch_stream, load_dataset
+from executor.networks import build_network
+from executor.runtime import run
+from pdasgd.scenario import ScenarioError
+
+
+def spans_of(trace, op):
+    return [span for span in trace.spans if span.op == op]
+
+
+def test_trace_has_one_forward_and_update_per_batch_and_layer_with_the_scenarios_workers() -> None:
+    sc = scenario("async-lu", workers={"forward": 2, "backward": 2, "max_in_flight": 4})
+    trace = run(sc).trace
+    trace.validate()
+    pairs = {(s.batch, s.layer) for s in spans_of(trace, "forward")}
+    assert len(spans_of(trace, "forward")) == len(pairs) == sc.run.batches * trace.layers
+    assert {(s.batch, s.layer) for s in spans_of(trace, "update")} == pairs
+    assert len(spans_of(trace, "backward")) == len(pairs)
+    assert set(trace.workers()) == set(sc.worker_names())
+    assert {s.worker for s in spans_of(trace, "forward")} == {"forward:0", "forward:1"}
+    assert all(s.worker == f"forward:{s.batch % 2}" for s in spans_of(trace, "forward"))
+    assert all(s.worker.startswith("backward:") for s in spans_of(trace, "update"))
+    assert trace.source == "executor" and trace.method == "async-lu" and trace.batches == sc.run.batches
+    assert trace.layers == sc.train.depth + 1 and trace.device_slots.keys() == {"cpu"}
+    assert all(s.version is None for s in spans_of(trace, "backward"))
+
+
+def test_each_layer_is_updated_output_first_and_right_after_its_backward_in_async_lu() -> None:
+    trace = run(scenario("async-lu")).trace
+    for batch in range(4):
+        ops = [(s.op, s.layer) for s in trace.spans if s.batch == batch and s.op in ("backward", "update")]
+        top = trace.layers - 1
+        assert ops == [(op, m) for m in range(top, -1, -1) for op in ("backward", "update")]
+
+
+def test_async_bu_updates_all_layers_after_the_whole_backward() -> None:
+    trace = run(scenario("async-bu")).trace
+    for batch in range(4):
+        spans = [s for s in trace.spans if s.batch == batch]
+        last_backward = max(s.end_s for s in spans if s.op == "backward")
+        assert all(s.start_s >= last_backward for s in spans if s.op == "update")
+
+
+def test_a_forward_waits_for_the_backward_of_the_batch_max_in_flight_before() -> None:
+    q = 2
+    trace = run(scenario("async-lu", workers={"backward": 2, "max_in_flight": q}, run={"batches": 10})).trace
+    first_forward = {
+        b: min(s.start_s for s in trace.spans if s.batch == b and s.op == "forward") for b in range(10)
+    }
+    last_update = {
+        b: max(s.end_s for s in trace.spans if s.batch == b and s.op == "update") for b in range(10)
+    }
+    for batch in range(q, 10):
+        assert first_forward[batch] >= last_update[batch - q]
+
+
+def test_handoff_delay_holds_each_batch_before_any_backward_worker_sees_it() -> None:
+    handoff_s = 0.03
+    trace = run(scenario("async-lu", delays={"handoff_s": handoff_s}, run={"batches": 6})).trace
+    for batch in range(6):
+        forward_end = max(s.end_s for s in trace.spans if s.batch == batch and s.op == "forward")
+        backward_start = min(s.start_s for s in trace.spans if s.batch == batch and s.op == "backward")
+        assert backward_start - forward_end >= handoff_s * 0.95
+
+
+def test_stragglers_and_update_delays_are_wait_spans() -> None:
+    sc = scenario(
+        "async-lu",
+        delays={"update_s": 0.002, "straggler": [{"worker": "backward:1", "every": 2, "extra_s": 0.02}]},
+        workers={"backward": 2},
+        run={"batches": 8},
+    )
+    trace = run(sc).trace
+    waits = spans_of(trace, "wait")
+    straggles = [s for s in waits if s.layer is None]
+    assert straggles and all(s.worker == "backward:1" and s.duration_s >= 0.019 for s in straggles)
+    handled = len({s.batch for s in spans_of(trace, "backward") if s.worker == "backward:1"})
+    assert len(straggles) == handled // 2
+    delays = [s for s in waits if s.layer is not None]
+    assert len(delays) == 8 * trace.layers and all(s.duration_s >= 0.0019 for s in delays)
+
+
+def test_sequential_run_equals_a_plain_pytorch_loop_with_momentum_and_weight_decay() -> None:
+    train = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.001}
+    sc = scenario("sequential", train=train, run={"batches": 15})
+    result = run(sc)
+    dataset = load_dataset(sc.train, sc.run.seed)
+    torch.manual_seed(sc.run.seed)
+    model = nn.Sequential(*build_network(sc.train, dataset.input_shape, dataset.num_classes))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=0.001)
+    stream = batch_stream(dataset, sc.train.batch_size, sc.run.seed)
+    for _ in range(15):
+        x, y = next(stream)
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    for got, block in zip(result.parameters, model, strict=True):
+        for tensor, param in zip(got, block.parameters(), strict=True):
+            torch.testing.assert_close(tensor, param.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_running_statistics_are_trained_and_used_for_evaluation() -> None:
+    sc = scenario("async-lu", train={"network": "resnet", "depth": 8, "channels": 4}, run={"batches": 6})
+    result = run(sc)
+    means = [b for b in result.buffers if b.dtype.is_floating_point]
+    assert any(not torch.all(b == 0) for b in means[::2])  # running means moved off their zero start
+    counts = [b for b in result.buffers if not b.dtype.is_floating_point]
+    assert all(int(c) == 6 for c in counts)  # num_batches_tracked: one per forward
+
+
+def test_memory_peak_counts_activations_and_versions_of_batches_in_flight() -> None:
+    sequential = run(scenario("sequential", run={"batches": 8})).trace
+    pipelined = run(scenario("async-lu", workers={"max_in_flight": 4}, run={"batches": 8})).trace
+    param_bytes = sum(sequential.info["param_bytes"])
+    activation_bytes = sum(sequential.info["activation_bytes"])
+    assert sequential.memory_peak_bytes >= param_bytes + activation_bytes
+    assert sequential.memory_peak_bytes <= 2 * param_bytes + activation_bytes
+    assert pipelined.memory_peak_bytes > sequential.memory_peak_bytes
+
+
+def test_accuracy_curve_ends_with_the_final_accuracy() -> None:
+    sc = scenario("async-lu", run={"batches": 40})
+    result = run(sc, curve_points=4)
+    assert [point[0] for point in result.accuracy_curve] == [10, 20, 30, 40]
+    times = [point[1] for point in result.accuracy_curve]
+    assert times == sorted(times)
+    assert result.trace.accuracy == result.accuracy_curve[-1][2] == result.summary["accuracy"]
+    assert 0.0 <= result.trace.accuracy <= 1.0
+
+
+def test_baseline_gives_a_speedup_over_sequential() -> None:
+    result = run(scenario("async-lu", run={"batches": 10, "warmup": 2}), baseline=True)
+    assert result.trace.sequential_batch_s > 0
+    assert result.summary["speedup_vs_sequential"] > 0
+
+
+@pytest.mark.parametrize("method", ["lapsgd", "lppsgd", "ddp"])
+def test_distributed_methods_are_refused_in_one_line(method: str) -> None:
+    sc = scenario(method, workers={"replicas": 2})
+    with pytest.raises(ScenarioError, match=f"^method {method}: not in the executor yet"):
+        run(sc)
+
+
+def test_hogwild_workers_each_update_every_layer_of_their_own_batches() -> None:
+    sc = scenario("hogwild", workers={"replicas": 1, "per_replica": 2}, run={"batches": 8})
+    trace = run(sc).trace
+    assert set(trace.workers()) == {"worker:0", "worker:1"}
+    assert len(spans_of(trace, "update")) == 8 * trace.layers
+    for span in spans_of(trace, "update"):
+        forward_worker = {s.worker for s in spans_of(trace, "forward") if s.batch == span.batch}
+        assert forward_worker == {span.worker}
