@@ -1,0 +1,151 @@
+"""simulate(scenario) -> Trace: pick an engine, run it, resolve versions and memory, build the trace.
+
+Two engines give the same schedule where both apply: the SimPy model (every method, shared devices, jitter,
+stragglers) and the fast path (fixed-time sequential / async-lu / async-bu with a device per worker;
+`simulator.fast`). `engine="auto"` takes the fast path whenever it is valid. `simulate_summary` returns what
+`pdasgd.metrics.summarize(simulate(scenario))` would, without building spans on the fast path, so it stays
+cheap for 10^6 batches.
+
+The trace says `source="simulator"`; `sequential_batch_s` is the sum of every layer's forward, backward and
+update cost (plain backprop on one device of speed 1), and `info` records the scenario name, seed and engine.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from pdasgd.metrics import summarize
+from pdasgd.scenario import Scenario, ScenarioError
+from pdasgd.trace import Trace
+from simulator import fast, fastsummary
+from simulator.engine import Engine, worker_groups
+from simulator.memory import timeline_peak_bytes
+from simulator.progress import Progress, wanted
+from simulator.records import Timeline, resolve_versions, timeline_spans
+from simulator.replicated import start_replicated
+from simulator.workers import start_async, start_sequential
+
+ENGINES = ("auto", "fast", "simpy")
+TIE_FRACTION = 1e-9  # instants closer than this fraction of a sequential batch time are the same instant
+
+
+def simulate(scenario: Scenario, engine: str = "auto", progress: bool | None = None) -> Trace:
+    """The predicted trace of `scenario` (module docstring); `progress` None shows a bar on long runs."""
+    chosen = choose_engine(scenario, engine)
+    with gc_paused():
+        if chosen == "fast":
+            timeline = fast.schedule_timeline(fast.fixed_schedule(scenario))
+        else:
+            timeline = run_simpy(scenario, progress)
+        return build_trace(scenario, timeline, chosen)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while millions of short-lived acyclic objects (events, rows, spans) are
+    made: CPython's collector would rescan them all again and again (it more than doubled the run time)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def simulate_summary(scenario: Scenario, engine: str = "auto", progress: bool | None = None) -> dict:
+    """`summarize(simulate(scenario))`, computed from arrays on the fast path."""
+    chosen = choose_engine(scenario, engine)
+    if chosen != "fast":
+        return summarize(simulate(scenario, chosen, progress))
+    schedule = fast.fixed_schedule(scenario)
+    meta = trace_meta(scenario, "fast")
+    return fastsummary.summary(
+        schedule, meta, layer_sizes(scenario), tie_s(scenario), worker_devices(scenario)
+    )
+
+
+def choose_engine(scenario: Scenario, engine: str = "auto") -> str:
+    """'fast' or 'simpy'; raises ScenarioError when the scenario cannot be simulated as asked."""
+    check_costs(scenario)
+    if engine not in ENGINES:
+        raise ScenarioError(f"engine: must be one of {', '.join(ENGINES)}; got {engine!r}")
+    problem = fast.fast_path_problem(scenario)
+    if engine == "fast" and problem:
+        raise ScenarioError(f"engine: the fast path cannot run this scenario: {problem}")
+    if engine == "simpy" or problem:
+        return "simpy"
+    return "fast"
+
+
+def check_costs(scenario: Scenario) -> None:
+    if scenario.model is None:
+        raise ScenarioError(
+            "model: no layer costs; run `pdasgd profile` to measure them from [train], "
+            "or give [model] (layers, forward_s, beta) or [[model.layer]] entries"
+        )
+
+
+def run_simpy(scenario: Scenario, progress: bool | None = None) -> Timeline:
+    assert scenario.model is not None
+    engine = Engine(scenario)
+    start = {"sequential": start_sequential, "async-lu": start_async, "async-bu": start_async}
+    start.get(scenario.method, start_replicated)(engine)
+    if not wanted(progress, engine.batches, len(engine.layers)):
+        return engine.run()
+    with Progress(engine.batches, f"simulate {scenario.method}") as bar:
+        engine.progress = bar
+        return engine.run()
+
+
+def sequential_batch_s(scenario: Scenario) -> float:
+    assert scenario.model is not None
+    return sum(layer.forward_s + layer.backward_s + layer.update_s for layer in scenario.model.layers)
+
+
+def tie_s(scenario: Scenario) -> float:
+    return TIE_FRACTION * sequential_batch_s(scenario)
+
+
+def layer_sizes(scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
+    """(activation_bytes, param_bytes) per layer, input first."""
+    assert scenario.model is not None
+    layers = scenario.model.layers
+    activations = np.array([layer.activation_bytes for layer in layers], dtype=np.int64)
+    params = np.array([layer.param_bytes for layer in layers], dtype=np.int64)
+    return activations, params
+
+
+def worker_devices(scenario: Scenario) -> list[str]:
+    """Device name of each worker, in worker order."""
+    placement = scenario.device_of()
+    return [placement[name] for name in scenario.worker_names()]
+
+
+def trace_meta(scenario: Scenario, engine: str) -> dict:
+    """Every Trace field but spans and memory_peak_bytes."""
+    assert scenario.model is not None
+    return {
+        "source": "simulator",
+        "method": scenario.method,
+        "layers": len(scenario.model.layers),
+        "batches": scenario.run.batches,
+        "warmup": scenario.run.warmup,
+        "device_slots": {name: device.slots for name, device in scenario.device_table().items()},
+        "sequential_batch_s": sequential_batch_s(scenario),
+        "info": {"scenario": scenario.name, "seed": scenario.run.seed, "engine": engine},
+    }
+
+
+def build_trace(scenario: Scenario, timeline: Timeline, engine: str) -> Trace:
+    meta = trace_meta(scenario, engine)
+    groups = worker_groups(scenario)
+    resolve_versions(timeline, groups, meta["layers"], tie_s(scenario))
+    activations, params = layer_sizes(scenario)
+    peak = timeline_peak_bytes(timeline, groups, activations, params, meta["batches"], tie_s(scenario))
+    spans = timeline_spans(timeline, scenario.worker_names(), worker_devices(scenario))
+    return Trace(spans=spans, memory_peak_bytes=peak, **meta)
