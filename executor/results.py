@@ -1,8 +1,8 @@
 """What a run returns: the trace, its summary, the accuracy curve and the final parameters.
 
-The accuracy curve costs the run nothing: every `batches / curve_points` finished batches the finishing
-worker keeps references to the current versions (immutable, so no copy on the CPU) and a copy of the
-buffers; the snapshots are evaluated on the test split after the run, on a private copy of the blocks.
+The accuracy curve costs the run little: every `batches / curve_points` finished batches the finishing
+worker copies the current versions (under each layer's lock) and the buffers; the snapshots are evaluated
+on the test split after the run, on a private copy of the blocks.
 Its points are (batches finished, seconds since the start, test accuracy); the last one is the final
 accuracy the trace reports.
 """
@@ -60,11 +60,11 @@ class Curve:
 
 
 def take_snapshot(setup: Setup, streams: CudaStreams | None, completed: int, time_s: float) -> Snapshot:
-    versions = [layer.current for layer in setup.layers]
     if streams is None:
-        tensors = [version.tensors for version in versions]
+        tensors = [layer.copy_tensors()[1] for layer in setup.layers]
         buffers = [buffer.clone() for buffer in setup.buffers]
         return Snapshot(completed, time_s, tensors, buffers)
+    versions = [layer.current for layer in setup.layers]
     # On CUDA, copy to the host so snapshots do not count in max_memory_allocated.
     tensors = []
     for version in versions:

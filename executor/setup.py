@@ -72,7 +72,8 @@ def make_setup(scenario: Scenario, checkpoint_dir: str | os.PathLike | None = No
     sgd = SGD(train.lr, train.momentum, train.weight_decay)
     state = checkpoints.load(checkpoint_dir, scenario) if checkpoint_dir else None
     if state is None:
-        layers = [VersionedLayer(list(block.parameters()), sgd, meter) for block in blocks]
+        in_place = device.type == "cpu"
+        layers = [VersionedLayer(list(block.parameters()), sgd, meter, in_place=in_place) for block in blocks]
         return Setup(scenario, device, dataset, blocks, layers, meter, sizes, 0)
     layers = [_restored_layer(saved, sgd, meter, device) for saved in state["layers"]]
     if len(layers) != len(blocks):
@@ -87,4 +88,5 @@ def make_setup(scenario: Scenario, checkpoint_dir: str | os.PathLike | None = No
 def _restored_layer(saved: dict, sgd: SGD, meter: MemoryMeter, device: torch.device) -> VersionedLayer:
     tensors = [t.to(device) for t in saved["tensors"]]
     momentum = [t.to(device) for t in saved["momentum"]] if saved["momentum"] else None
-    return VersionedLayer(tensors, sgd, meter, version=saved["version"], momentum=momentum)
+    in_place = device.type == "cpu"
+    return VersionedLayer(tensors, sgd, meter, saved["version"], momentum, in_place)
