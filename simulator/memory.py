@@ -43,16 +43,26 @@ class PeakSweep:
 
     def add(self, chunk: Chunk) -> None:
         start, end, size, horizon = chunk
-        keep = (end - start > self.tie_s) & (size > 0)
-        times = np.concatenate([self.carry_t, start[keep], end[keep]])
-        deltas = np.concatenate([self.carry_d, size[keep], -size[keep]]).astype(np.int64)
+        size = np.asarray(size, dtype=np.int64)
+        if not size.all():
+            start, end, size = start[size > 0], end[size > 0], size[size > 0]
+        times = np.concatenate([self.carry_t, start, end])
+        deltas = np.concatenate([self.carry_d, size, -size])
         now = times < horizon - self.tie_s
         if now.any():
-            running = self.level + np.cumsum(_frees_first(times[now], deltas[now], self.tie_s))
-            self.peak = max(self.peak, int(running.max()))
-            self.level = int(running[-1])
+            self._sweep(times[now], deltas[now])
         later = ~now & np.isfinite(times)
         self.carry_t, self.carry_d = times[later], deltas[later]
+
+    def _sweep(self, times: np.ndarray, deltas: np.ndarray) -> None:
+        """Apply events in time order. Within an instant (times closer than tie_s) frees go first, so the
+        level peaks at the instant's end: only those levels are candidates for the peak (and an interval
+        that ends where it starts never counts)."""
+        order = np.argsort(times, kind="stable")
+        running = self.level + np.cumsum(deltas[order])
+        instant_end = np.append(np.diff(times[order]) > self.tie_s, True)
+        self.peak = max(self.peak, int(running[instant_end].max()))
+        self.level = int(running[-1])
 
 
 def peak_bytes(chunks: Iterable[Chunk], tie_s: float = 0.0) -> int:
@@ -61,15 +71,6 @@ def peak_bytes(chunks: Iterable[Chunk], tie_s: float = 0.0) -> int:
     for chunk in chunks:
         sweep.add(chunk)
     return sweep.peak
-
-
-def _frees_first(times: np.ndarray, deltas: np.ndarray, tie_s: float) -> np.ndarray:
-    """Deltas in time order; within an instant (times closer than tie_s) frees before allocations."""
-    order = np.argsort(times, kind="stable")
-    boundary = np.ones(len(order), dtype=bool)
-    boundary[1:] = np.diff(times[order]) > tie_s
-    instant = np.cumsum(boundary)
-    return deltas[order][np.lexsort((deltas[order], instant))]
 
 
 def timeline_peak_bytes(
