@@ -30,11 +30,9 @@ import torch
 from tqdm import tqdm
 
 from executor import checkpoint as checkpoints
-from executor.data import batch_stream
-from executor.links import BatchSource, Link, Stopped, Window
+from executor.links import Link, Stopped, Window
 from executor.results import Curve, RunResult, accuracy_curve, build_trace, take_snapshot
-from executor.setup import Setup, make_setup
-from executor.timing import CudaStreams, make_clock
+from executor.setup import Setup, make_context, make_setup
 from executor.workers import (
     Context,
     Counter,
@@ -130,41 +128,11 @@ def sequential_batch_s(scenario: Scenario) -> float:
 def _context(
     setup: Setup, probe: object | None, curve_points: int, stop: threading.Event
 ) -> tuple[Context, Curve]:
-    scenario = setup.scenario
-    total = scenario.run.batches
-    streams = _streams(setup)
-    device_name = str(setup.device) if setup.device.type == "cuda" else "cpu"
-    stream = batch_stream(setup.dataset, scenario.train.batch_size, scenario.run.seed)
-    ctx = Context(
-        blocks=setup.blocks,
-        layers=setup.layers,
-        source=BatchSource(stream, setup.first, setup.device),
-        clock=make_clock(setup.device),
-        stop=stop,
-        meter=setup.meter,
-        activation_bytes=setup.activation_bytes,
-        first=setup.first,
-        end=total,
-        threads=scenario.train.threads_per_worker,
-        device=device_name,
-        progress=Progress(setup.first),
-        streams=streams,
-        stragglers={s.worker: s for s in scenario.delays.stragglers},
-        update_delay_s=scenario.delays.update_s,
-        probe=probe,
-    )
+    ctx = make_context(setup, stop, probe)
+    total = setup.scenario.run.batches
     curve = Curve(every=max(1, total // curve_points) if curve_points else total + 1)
     ctx.on_finish = lambda batch, completed: curve.maybe_take(setup, ctx, completed)
     return ctx, curve
-
-
-def _streams(setup: Setup) -> CudaStreams | None:
-    if setup.device.type != "cuda":
-        return None
-    scenario = setup.scenario
-    workers = scenario.workers
-    count = {"sequential": 1, "hogwild": workers.replicas * workers.per_replica}
-    return CudaStreams(setup.device, count.get(scenario.method, workers.max_in_flight))
 
 
 def _checkpointer(setup: Setup, ctx: Context, directory: str | os.PathLike, every: int) -> Callable:

@@ -9,6 +9,7 @@ come from it (`executor.checkpoint`).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -16,9 +17,12 @@ from torch import nn
 
 from executor import checkpoint as checkpoints
 from executor.data import Dataset, batch_stream, load_dataset
+from executor.links import BatchSource
 from executor.memory import MemoryMeter
 from executor.networks import activation_bytes, build_network
 from executor.params import SGD, VersionedLayer
+from executor.timing import CudaStreams, make_clock
+from executor.workers import Context, Progress
 from pdasgd.scenario import Scenario
 
 
@@ -90,3 +94,37 @@ def _restored_layer(saved: dict, sgd: SGD, meter: MemoryMeter, device: torch.dev
     momentum = [t.to(device) for t in saved["momentum"]] if saved["momentum"] else None
     in_place = device.type == "cpu"
     return VersionedLayer(tensors, sgd, meter, saved["version"], momentum, in_place)
+
+
+def make_context(setup: Setup, stop: threading.Event, probe: object | None = None) -> Context:
+    """What the workers of a run of `setup` share, with a fresh clock and the seeded batch stream."""
+    scenario = setup.scenario
+    stream = batch_stream(setup.dataset, scenario.train.batch_size, scenario.run.seed)
+    return Context(
+        blocks=setup.blocks,
+        layers=setup.layers,
+        source=BatchSource(stream, setup.first, setup.device),
+        clock=make_clock(setup.device),
+        stop=stop,
+        meter=setup.meter,
+        activation_bytes=setup.activation_bytes,
+        first=setup.first,
+        end=scenario.run.batches,
+        threads=scenario.train.threads_per_worker,
+        device=str(setup.device) if setup.device.type == "cuda" else "cpu",
+        progress=Progress(setup.first),
+        streams=_streams(setup),
+        stragglers={s.worker: s for s in scenario.delays.stragglers},
+        update_delay_s=scenario.delays.update_s,
+        probe=probe,
+    )
+
+
+def _streams(setup: Setup) -> CudaStreams | None:
+    """On CUDA, a stream per batch in flight (async), per worker (hogwild) or one (sequential)."""
+    if setup.device.type != "cuda":
+        return None
+    scenario = setup.scenario
+    workers = scenario.workers
+    count = {"sequential": 1, "hogwild": workers.replicas * workers.per_replica}
+    return CudaStreams(setup.device, count.get(scenario.method, workers.max_in_flight))

@@ -1,0 +1,124 @@
+"""Executor throughput on the MLP 8x1024, batch 128: pipelined methods vs sequential vs a plain PyTorch loop.
+
+Every configuration runs once per round, rounds interleave the configurations (so slow minutes of a shared
+machine hit them all alike), and the figures are medians over rounds of steady-state batches/s. Speed-ups
+are ratios inside this one run. The plain loop is the hand-written `nn.Sequential` + `torch.optim.SGD`
+training loop a user would write, on the same batches, one thread; the executor's sequential mode must stay
+within 5% of it.
+
+    .venv/bin/python benchmarks/bench_executor.py --rounds 7 --batches 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from executor.data import batch_stream, load_dataset
+from executor.networks import build_network
+from executor.runtime import run
+from pdasgd.scenario import parse_scenario
+
+CONFIGS = {
+    "plain loop": None,
+    "sequential": ("sequential", 1, 1),
+    "async-bu 1F+2B": ("async-bu", 1, 2),
+    "async-lu 1F+1B": ("async-lu", 1, 1),
+    "async-lu 1F+2B": ("async-lu", 1, 2),
+}
+
+
+def scenario(method: str, forward: int, backward: int, batches: int, warmup: int, max_in_flight: int):
+    return parse_scenario(
+        {
+            "name": f"bench-{method}",
+            "method": method,
+            "workers": {"forward": forward, "backward": backward, "max_in_flight": max_in_flight},
+            "train": {
+                "network": "mlp",
+                "width": 1024,
+                "depth": 8,
+                "dataset": "synthetic",
+                "batch_size": 128,
+                "lr": 0.01,
+                "threads_per_worker": 1,
+            },
+            "run": {"batches": batches, "warmup": warmup, "seed": 0},
+        }
+    )
+
+
+def plain_loop(batches: int, warmup: int) -> float:
+    """Batches/s of a hand-written training loop after `warmup` batches, one thread."""
+    sc = scenario("sequential", 1, 1, batches, warmup, 1)
+    torch.set_num_threads(1)
+    dataset = load_dataset(sc.train, 0)
+    torch.manual_seed(0)
+    model = nn.Sequential(*build_network(sc.train, dataset.input_shape, dataset.num_classes))
+    optimizer = torch.optim.SGD(model.parameters(), lr=sc.train.lr)
+    stream = batch_stream(dataset, sc.train.batch_size, 0)
+    for index in range(batches):
+        if index == warmup:
+            start = time.perf_counter()
+        x, y = next(stream)
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return (batches - warmup) / (time.perf_counter() - start)
+
+
+def measure(name: str, batches: int, warmup: int, max_in_flight: int) -> tuple[float, float]:
+    """(batches/s, mean staleness) of one configuration."""
+    if CONFIGS[name] is None:
+        return plain_loop(batches, warmup), 0.0
+    method, forward, backward = CONFIGS[name]
+    summary = run(scenario(method, forward, backward, batches, warmup, max_in_flight), curve_points=0).summary
+    return summary["throughput_batches_per_s"], summary["staleness"]["mean"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batches", type=int, default=120)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--max-in-flight", type=int, default=8)
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--json", help="also write the raw figures to this file")
+    args = parser.parse_args()
+    rates: dict[str, list[float]] = {name: [] for name in args.configs}
+    staleness: dict[str, list[float]] = {name: [] for name in args.configs}
+    for index in range(args.rounds):
+        for name in args.configs:
+            rate, stale = measure(name, args.batches, args.warmup, args.max_in_flight)
+            rates[name].append(rate)
+            staleness[name].append(stale)
+        line = "  ".join(f"{name}: {rates[name][-1]:.2f}" for name in args.configs)
+        print(f"round {index + 1}: {line}", file=sys.stderr, flush=True)
+    report(rates, staleness)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"rates": rates, "staleness": staleness, "args": vars(args)}, handle, indent=1)
+
+
+def report(rates: dict[str, list[float]], staleness: dict[str, list[float]]) -> None:
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    base = medians.get("sequential")
+    plain = medians.get("plain loop")
+    print(f"{'configuration':<18} {'batches/s':>9} {'vs seq':>7} {'vs plain':>8} {'staleness':>9}  rounds")
+    for name, median in medians.items():
+        vs_seq = f"{median / base:.3f}" if base else "-"
+        vs_plain = f"{median / plain:.3f}" if plain else "-"
+        stale = statistics.median(staleness[name])
+        spread = " ".join(f"{value:.2f}" for value in rates[name])
+        print(f"{name:<18} {median:>9.2f} {vs_seq:>7} {vs_plain:>8} {stale:>9.2f}  {spread}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""`pdasgd profile`: measure the per-layer costs of the scenario's network and write them as a scenario.
+
+Costs are measured on the executor's own code path (`executor.profile`): warm-up batches first, then every
+layer's forward, backward and update times on the scenario's device with its threads per worker. With `-o`
+the command writes the whole scenario with `[model]` replaced by `[[model.layer]]` entries (mean costs,
+activation and parameter bytes), atomically, ready for `pdasgd simulate`; otherwise it prints a table with
+means and medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from pdasgd.cli.common import add_json_flag, eprint, fail, format_table, print_json
+from pdasgd.scenario import Model, load_scenario, save_scenario
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "profile",
+        help="measure per-layer forward, backward and update costs into [[model.layer]]",
+        description="Train the [train] network of SCENARIO.toml for a few batches with one executor worker "
+        "and measure each layer's forward, backward and update time (means of the measured batches, after "
+        "warm-up) and its activation and parameter bytes. -o writes the scenario with these layers as its "
+        "[[model.layer]] entries.",
+    )
+    parser.add_argument("scenario", help="scenario TOML file")
+    parser.add_argument("-o", "--output", metavar="F", help="write the profiled scenario (TOML) to F")
+    parser.add_argument("--batches", type=int, default=30, help="measured batches (30)")
+    parser.add_argument("--warmup", type=int, default=5, help="batches run first and not measured (5)")
+    add_json_flag(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario)
+    if args.batches < 1:
+        fail(f"--batches: must be >= 1, got {args.batches}")
+    if args.warmup < 0:
+        fail(f"--warmup: must be >= 0, got {args.warmup}")
+    from executor.profile import measure
+
+    samples = measure(scenario, args.batches, args.warmup)
+    layers = tuple(layer.layer("mean") for layer in samples)
+    if args.output:
+        save_scenario(dataclasses.replace(scenario, model=Model(layers)), args.output)
+        eprint(f"pdasgd profile: wrote {len(layers)} layers to {args.output}")
+    if args.json:
+        print_json([dataclasses.asdict(layer) for layer in layers])
+    elif not args.output:
+        print(format_table(HEADERS, [_row(layer) for layer in samples]))
+    return 0
+
+
+HEADERS = [
+    "layer",
+    "forward_s",
+    "(median)",
+    "backward_s",
+    "(median)",
+    "update_s",
+    "(median)",
+    "activation_bytes",
+    "param_bytes",
+]
+
+
+def _row(samples) -> list:
+    row: list = [samples.name]
+    for op in ("forward", "backward", "update"):
+        row += [samples.statistic(op, "mean"), samples.statistic(op, "median")]
+    return row + [samples.activation_bytes, samples.param_bytes]
