@@ -1,0 +1,181 @@
+"""`pdasgd simulate`: predict a scenario's throughput, staleness, utilisation and memory with the simulator.
+
+Prints a summary table (or `pdasgd.metrics.summarize` of the predicted trace as JSON with --json) and, on
+request, writes the trace (JSON), a Chrome trace, a Gantt chart and a per-layer staleness plot. The full span
+list is only built when a trace, Chrome trace or Gantt chart is asked for; otherwise fixed-time runs are
+summarised straight from the fast path's arrays, so `--batches 1000000` is fine.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pdasgd.cli.common import add_json_flag, fail, format_table, print_json
+from pdasgd.scenario import Scenario, load_scenario
+
+COUNTERPART = {"async-lu": "async-bu", "async-bu": "async-lu"}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "simulate",
+        help="predict throughput, staleness and memory of a scenario",
+        description="Simulate SCENARIO.toml (SimPy, or the exact fast path for fixed-time schedules with a "
+        "device per worker) and print the predicted summary.",
+    )
+    parser.add_argument("scenario", help="scenario TOML file")
+    add_json_flag(parser)
+    parser.add_argument("--trace", metavar="F.json", help="write the predicted trace (pdasgd trace JSON)")
+    parser.add_argument(
+        "--chrome", metavar="F.json", help="write a Chrome trace (Perfetto, chrome://tracing)"
+    )
+    parser.add_argument("--gantt", metavar="F.png", help="write a Gantt chart of the first batches")
+    parser.add_argument(
+        "--gantt-batches", type=_positive, default=12, metavar="N", help="batches in the Gantt chart (12)"
+    )
+    parser.add_argument(
+        "--staleness-plot",
+        metavar="F.png",
+        help="write per-layer staleness (async methods: layer-wise against block updates)",
+    )
+    parser.add_argument("--batches", type=_positive, metavar="N", help="override run.batches")
+    parser.add_argument("--seed", type=_natural, metavar="N", help="override run.seed")
+    parser.add_argument(
+        "--engine", choices=("auto", "fast", "simpy"), default="auto", help="simulation engine (auto)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = _natural(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulator import simulate, simulate_summary
+
+    scenario = _with_overrides(load_scenario(args.scenario), args)
+    progress = False if args.no_progress else None
+    trace = None
+    if args.trace or args.chrome or args.gantt:
+        from pdasgd.metrics import summarize
+
+        trace = simulate(scenario, engine=args.engine, progress=progress)
+        summary = summarize(trace)
+    else:
+        summary = simulate_summary(scenario, engine=args.engine, progress=progress)
+    written = _write_files(args, scenario, trace, summary, progress)
+    if args.json:
+        print_json(summary)
+    else:
+        print(_report(scenario, summary, trace.info["engine"] if trace else _engine(scenario, args.engine)))
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
+def _with_overrides(scenario: Scenario, args: argparse.Namespace) -> Scenario:
+    overrides = {}
+    if args.batches is not None:
+        overrides["run.batches"] = args.batches
+        if scenario.run.warmup >= args.batches:
+            overrides["run.warmup"] = args.batches // 10
+    if args.seed is not None:
+        overrides["run.seed"] = args.seed
+    return scenario.with_overrides(overrides) if overrides else scenario
+
+
+def _engine(scenario: Scenario, engine: str) -> str:
+    from simulator import choose_engine
+
+    return choose_engine(scenario, engine)
+
+
+def _write_files(args, scenario: Scenario, trace, summary: dict, progress) -> list[Path]:
+    written = []
+    try:
+        if args.trace:
+            written.append(trace.save(args.trace))
+        if args.chrome:
+            written.append(trace.save_chrome(args.chrome))
+        if args.gantt:
+            from pdasgd.plots import gantt
+
+            title = f"{scenario.name}: {scenario.method} (predicted), first {args.gantt_batches} batches"
+            written.append(gantt(trace, args.gantt, batches=args.gantt_batches, title=title))
+        if args.staleness_plot:
+            written.append(_staleness_plot(args, scenario, summary, progress))
+    except OSError as error:
+        fail(f"cannot write {error.filename or 'output'}: {error.strerror or error}")
+    return written
+
+
+def _staleness_plot(args, scenario: Scenario, summary: dict, progress) -> Path:
+    """This scenario's staleness; for async-lu/async-bu the other update rule on the same costs beside it."""
+    from pdasgd.plots import staleness_plot
+    from simulator import simulate_summary
+
+    runs = {scenario.method: summary}
+    other = COUNTERPART.get(scenario.method)
+    if other:
+        runs[other] = simulate_summary(scenario.with_overrides({"method": other}), progress=progress)
+    return staleness_plot(
+        runs, args.staleness_plot, title=f"{scenario.name}: per-layer staleness (predicted)"
+    )
+
+
+def _report(scenario: Scenario, summary: dict, engine: str) -> str:
+    staleness = summary["staleness"]
+    overview = [
+        ["method", summary["method"]],
+        ["engine", engine],
+        ["batches", summary["batches"]],
+        ["makespan (s)", summary["makespan_s"]],
+        ["throughput (batches/s)", summary["throughput_batches_per_s"]],
+        ["speed-up vs sequential", summary["speedup_vs_sequential"]],
+        ["staleness mean / max", f"{staleness['mean']:.3g} / {staleness['max']}"],
+        ["memory peak", _bytes(summary["memory_peak_bytes"])],
+    ]
+    layers = [
+        [layer, mean, top, seconds]
+        for layer, (mean, top, seconds) in enumerate(
+            zip(
+                staleness["per_layer_mean"],
+                staleness["per_layer_max"],
+                summary["time_staleness_s"]["per_layer_mean"],
+                strict=True,
+            )
+        )
+    ]
+    devices = [[device, value] for device, value in summary["utilization"].items()]
+    return "\n\n".join(
+        [
+            f"predicted: {scenario.name} ({scenario.method}), warmup {scenario.run.warmup} batches",
+            format_table(["quantity", "value"], overview),
+            format_table(["layer", "staleness mean", "staleness max", "time staleness (s)"], layers),
+            format_table(["device", "utilisation"], devices),
+        ]
+    )
+
+
+def _bytes(count: int | None) -> str | None:
+    if count is None:
+        return "- (no layer sizes)"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.3g} {unit} ({count} bytes)"
+    return f"{count} bytes"
