@@ -63,10 +63,11 @@ def simulate_summary(scenario: Scenario, engine: str = "auto", progress: bool | 
     if chosen != "fast":
         return summarize(simulate(scenario, chosen, progress))
     schedule = fast.fixed_schedule(scenario)
-    meta = trace_meta(scenario, "fast")
-    return fastsummary.summary(
-        schedule, meta, layer_sizes(scenario), tie_s(scenario), worker_devices(scenario)
-    )
+    arguments = (schedule, trace_meta(scenario, "fast"), layer_sizes(scenario), tie_s(scenario))
+    if not wanted(progress, schedule.batches, len(schedule.offsets.forward_start)):
+        return fastsummary.summary(*arguments, worker_devices(scenario))
+    with Progress(schedule.batches, f"summarise {scenario.method}") as bar:
+        return fastsummary.summary(*arguments, worker_devices(scenario), bar)
 
 
 def choose_engine(scenario: Scenario, engine: str = "auto") -> str:

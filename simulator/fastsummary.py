@@ -17,6 +17,7 @@ import numpy as np
 
 from simulator.fast import FixedSchedule
 from simulator.memory import PeakSweep
+from simulator.progress import Progress
 
 CHUNK_STEPS = 400_000  # batches x layers per chunk
 
@@ -27,14 +28,16 @@ def summary(
     sizes: tuple[np.ndarray, np.ndarray],
     tie_s: float,
     worker_devices: list[str],
+    progress: Progress | None = None,
 ) -> dict:
-    """The summary dict of `pdasgd.metrics.summarize` for the schedule (keys in SUMMARY_KEYS order)."""
+    """The summary dict of `pdasgd.metrics.summarize` for the schedule (keys in SUMMARY_KEYS order);
+    `progress` is ticked once per batch summarised."""
     end = schedule.end_s
     makespan = float(end.max()) - float(schedule.forward_start.min())
     per_batch_s = _steady_time_per_batch_s(end, meta["warmup"], float(schedule.forward_start.min()))
     throughput = 1.0 / per_batch_s if per_batch_s > 0 else math.inf
     speedup = meta["sequential_batch_s"] * throughput if math.isfinite(throughput) else None
-    stale, memory = _chunks(schedule, meta["warmup"], sizes, tie_s)
+    stale, memory = _chunks(schedule, meta["warmup"], sizes, tie_s, progress)
     return {
         "source": meta["source"],
         "method": meta["method"],
@@ -107,7 +110,9 @@ def _count(base: np.ndarray, offsets: tuple[float, ...], x: np.ndarray, side: st
     return lo + np.searchsorted(values, x, side)
 
 
-def _chunks(schedule: FixedSchedule, warmup: int, sizes, tie_s: float) -> tuple[_Staleness, int | None]:
+def _chunks(
+    schedule: FixedSchedule, warmup: int, sizes, tie_s: float, progress
+) -> tuple[_Staleness, int | None]:
     """Staleness sums over all steady batches, and the memory peak, chunk by chunk."""
     off = schedule.offsets
     layers = len(off.forward_start)
@@ -126,6 +131,8 @@ def _chunks(schedule: FixedSchedule, warmup: int, sizes, tie_s: float) -> tuple[
                 intervals += _layer_memory(schedule, m, lo, hi, read_version, tie_s, sizes)
         if track_memory:
             sweep.add(_chunk(intervals, schedule, hi))
+        if progress is not None:
+            progress.tick(hi - lo)
     return stale, (sweep.peak if track_memory else None)
 
 

@@ -21,6 +21,9 @@ is batches sR .. sR + R - 1).
   `delays.handoff_s` with 2+ replicas; no bucketing overlap with the backward), then the update of every
   layer.
 
+`max_in_flight` does not apply: each worker has one batch in flight. Wait and all-reduce spans hold no
+device slot (the trace puts them on the worker's device; utilisation counts all-reduce time as busy).
+
 Versions: every parameter copy has its own per-layer counters (ddp: one per replica, each bumped once a step
 by that replica's update; lapsgd/lppsgd: one per replica; hogwild: one shared). Averaging replaces parameters
 while no batch of any worker is in flight, so it changes no batch's staleness and does not count as a version.
