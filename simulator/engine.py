@@ -2,8 +2,10 @@
 
 Workers are SimPy processes (`simulator.workers`, `simulator.replicated`). Each runs batches as lists of
 steps `(op, layer)`, one step per layer and per kind of work (forward, backward, update). `Engine.steps` runs
-such a list on the worker's device: take a slot (wait FIFO if none is free), hold it for the step's duration,
-release it, and append a record row. Steps of zero duration take no slot and no time. Versions, memory and
+such a list (a `Plan`) on the worker's device: take a slot (wait FIFO if none is free), hold it for the
+step's duration, release it, and record when it started and ended. Steps of zero duration take no slot and no
+time. Only times are recorded while SimPy runs; which op and layer each time belongs to comes from the plan
+afterwards, and update visibility from the update link. Versions, memory and
 spans are computed from the rows after the run (`simulator.records`, `simulator.memory`).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -52,7 +55,10 @@ class Engine:
         self.update_link = UpdateLink(delays.update_s)
         self.allreduce = AllreduceLink(delays.handoff_s, scenario.workers.replicas)
         self.in_flight = InFlight(self.env, scenario.workers.max_in_flight, self.batches)
-        self.rows: list[tuple] = []
+        self.plans: list[Plan] = []
+        self.calls: list[tuple[int, int, int]] = []  # (worker, batch, plan id) per `steps` call
+        self.times: list[float] = []  # start, end of every step, call after call
+        self.rows: list[tuple] = []  # spans without a plan (wait, allreduce)
         self.finished = 0
         self.progress = progress
 
@@ -72,40 +78,39 @@ class Engine:
         """Backward from the output layer, each layer's update right after its backward (LU)."""
         return [step for m in reversed(range(len(self.layers))) for step in ((BACKWARD, m), (UPDATE, m))]
 
-    def base_times(self, worker: int, steps: Sequence[Step]) -> list[float]:
-        """Cost / speed of each step on the worker's device."""
+    def plan(self, worker: int, steps: Sequence[Step], block: bool = False) -> Plan:
+        """Register the steps a worker runs per batch; durations are cost / speed on its device."""
         speed = self.worker_devices[worker].speed
         costs = {FORWARD: "forward_s", BACKWARD: "backward_s", UPDATE: "update_s"}
-        return [getattr(self.layers[m], costs[op]) / speed for op, m in steps]
+        base_s = [getattr(self.layers[m], costs[op]) / speed for op, m in steps]
+        plan = Plan(len(self.plans), tuple(steps), base_s, block)
+        self.plans.append(plan)
+        return plan
 
     # --- running ------------------------------------------------------------------------------------
 
-    def steps(
-        self, worker: int, batch: int, steps: Sequence[Step], times: Sequence[float], block: bool = False
-    ) -> Generator:
-        """Run one batch's steps on the worker's device; with `block`, all updates become visible together
-        when the last step ends (block update), otherwise each when it ends."""
-        env, device, rows, link = self.env, self.worker_devices[worker], self.rows, self.update_link
-        held = []
-        for (op, layer), duration in zip(steps, times, strict=True):
+    def steps(self, worker: int, batch: int, plan: Plan, times: Sequence[float]) -> Generator:
+        """Run one batch's steps on the worker's device, recording each step's start and end."""
+        env, device = self.env, self.worker_devices[worker]
+        record: list[float] = []
+        add = record.append
+        for duration in times:
             if duration > 0.0:
-                wait = device.request()
-                if wait is not None:
-                    yield wait
+                if device.free:
+                    device.free -= 1
+                else:
+                    yield device.wait()
                 start = env.now
                 yield Timeout(env, duration)
                 device.release()
+                add(start)
+                add(env.now)
             else:
-                start = env.now
-            if op != UPDATE:
-                rows.append((worker, op, batch, layer, start, env.now, NAN))
-            elif block:
-                held.append((worker, op, batch, layer, start, env.now))
-            else:
-                rows.append((worker, op, batch, layer, start, env.now, link.visible_s(env.now)))
-        if held:
-            visible = link.visible_s(env.now)
-            rows.extend((*row, visible) for row in held)
+                now = env.now
+                add(now)
+                add(now)
+        self.calls.append((worker, batch, plan.id))
+        self.times += record
 
     def span(self, worker: int, op: int, start: float) -> None:
         """Record a span without batch or layer (wait, allreduce) from `start` to now, if it lasts."""
@@ -123,7 +128,44 @@ class Engine:
         self.env.run()
         if self.finished != self.batches:
             raise RuntimeError(f"simulation stalled after {self.finished} of {self.batches} batches")
-        return Timeline.from_rows(self.rows)
+        steps = self._step_timeline()
+        return Timeline.concatenate([steps, Timeline.from_rows(self.rows)]) if self.rows else steps
+
+    def _step_timeline(self) -> Timeline:
+        """The recorded steps as columns: (op, layer) from each call's plan, times as recorded."""
+        calls = np.array(self.calls, dtype=np.int64).reshape(-1, 3)
+        worker, batch, plan_id = calls.T
+        lengths = np.array([len(plan.steps) for plan in self.plans], dtype=np.int64)[plan_id]
+        tables = [np.array(plan.steps, dtype=np.int64).reshape(-1, 2) for plan in self.plans]
+        steps = np.concatenate([tables[p] for p in plan_id.tolist()]) if len(calls) else np.zeros((0, 2), int)
+        times = np.array(self.times).reshape(-1, 2)
+        start, end = times[:, 0], times[:, 1]
+        block = np.array([plan.block for plan in self.plans])[plan_id]
+        call_end = end[np.cumsum(lengths) - 1] if len(lengths) else end[:0]
+        applied = np.where(np.repeat(block, lengths), np.repeat(call_end, lengths), end)
+        visible = np.where(steps[:, 0] == UPDATE, self.update_link.visible_s(applied), NAN)
+        rows = len(start)
+        return Timeline(
+            np.repeat(worker, lengths),
+            steps[:, 0],
+            np.repeat(batch, lengths),
+            steps[:, 1],
+            start,
+            end,
+            visible,
+            np.full(rows, -1, dtype=np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The steps (op, layer) one worker runs per batch and their base durations (cost / speed). With
+    `block`, the batch's updates become visible together when its last step ends (block update)."""
+
+    id: int
+    steps: tuple[Step, ...]
+    base_s: list[float]
+    block: bool = False
 
 
 def worker_groups(scenario: Scenario) -> np.ndarray:

@@ -60,6 +60,11 @@ class Timeline:
         columns = [np.ascontiguousarray(table[name]) for name in ROW_DTYPE.names]
         return cls(*columns, np.full(len(rows), NO_VALUE, dtype=np.int64))
 
+    @classmethod
+    def concatenate(cls, parts: list[Timeline]) -> Timeline:
+        columns = [f.name for f in fields(cls)]
+        return cls(*[np.concatenate([getattr(part, name) for part in parts]) for name in columns])
+
     def __len__(self) -> int:
         return len(self.op)
 

@@ -66,8 +66,7 @@ def local_worker(
 ) -> Generator:
     """A hogwild worker; with a barrier, it averages with the other replicas every average_every batches."""
     backward = engine.backward_steps(owned.start) if len(owned) else []
-    steps = engine.forward_steps() + backward + engine.update_steps(owned)
-    base_s = engine.base_times(worker, steps)
+    plan = engine.plan(worker, engine.forward_steps() + backward + engine.update_steps(owned))
     clock = engine.clocks[worker]
     every = engine.scenario.workers.average_every if barrier is not None else engine.batches
     while not counter.exhausted:
@@ -75,7 +74,7 @@ def local_worker(
             batch = counter.take()
             if batch is None:
                 break
-            yield from engine.steps(worker, batch, steps, clock.batch(base_s))
+            yield from engine.steps(worker, batch, plan, clock.batch(plan.base_s))
             engine.finish(batch)
         if barrier is not None:
             yield from synchronize(engine, worker, barrier)
@@ -94,16 +93,16 @@ def synchronize(engine: Engine, worker: int, barrier: Barrier) -> Generator:
 
 
 def ddp_worker(engine: Engine, worker: int, barrier: Barrier | None) -> Generator:
-    compute = engine.forward_steps() + engine.backward_steps()
-    update = engine.update_steps()
-    base_s = engine.base_times(worker, compute + update)
+    compute = engine.plan(worker, engine.forward_steps() + engine.backward_steps())
+    update = engine.plan(worker, engine.update_steps())
+    base_s = compute.base_s + update.base_s
     clock = engine.clocks[worker]
     for batch in range(worker, engine.batches, engine.scenario.workers.replicas):
         times = clock.batch(base_s)
-        yield from engine.steps(worker, batch, compute, times[: len(compute)])
+        yield from engine.steps(worker, batch, compute, times[: len(compute.steps)])
         if barrier is not None:
             yield from synchronize(engine, worker, barrier)
-        yield from engine.steps(worker, batch, update, times[len(compute) :])
+        yield from engine.steps(worker, batch, update, times[len(compute.steps) :])
         engine.finish(batch)
     if barrier is not None:
         barrier.leave()

@@ -28,10 +28,15 @@ class Device:
         self.waiting: deque[Event] = deque()
 
     def request(self) -> Event | None:
-        """Take a slot: None when one is free now, else an event that fires when a slot is handed over."""
+        """Take a slot: None when one is free now, else an event that fires when a slot is handed over.
+        (The engine's hot loop inlines this: `if device.free: device.free -= 1 else: yield device.wait()`.)"""
         if self.free:
             self.free -= 1
             return None
+        return self.wait()
+
+    def wait(self) -> Event:
+        """Queue for a slot (none is free): the event fires when one is handed over."""
         event = Event(self.env)
         self.waiting.append(event)
         return event

@@ -19,37 +19,34 @@ from simulator.engine import Engine
 
 
 def sequential_worker(engine: Engine, worker: int) -> Generator:
-    steps = engine.forward_steps() + engine.layerwise_steps()
-    base_s = engine.base_times(worker, steps)
+    plan = engine.plan(worker, engine.forward_steps() + engine.layerwise_steps())
     clock = engine.clocks[worker]
     for batch in range(engine.batches):
-        yield from engine.steps(worker, batch, steps, clock.batch(base_s))
+        yield from engine.steps(worker, batch, plan, clock.batch(plan.base_s))
         engine.finish(batch)
 
 
 def forward_worker(engine: Engine, worker: int, index: int, n_forward: int) -> Generator:
-    steps = engine.forward_steps()
-    base_s = engine.base_times(worker, steps)
+    plan = engine.plan(worker, engine.forward_steps())
     clock = engine.clocks[worker]
     for batch in range(index, engine.batches, n_forward):
         gate = engine.in_flight.wait(batch)
         if gate is not None:
             yield gate
-        yield from engine.steps(worker, batch, steps, clock.batch(base_s))
+        yield from engine.steps(worker, batch, plan, clock.batch(plan.base_s))
         engine.handoff.put(batch)
 
 
 def backward_worker(engine: Engine, worker: int, index: int, block: bool) -> Generator:
     if block:
-        steps = engine.backward_steps() + engine.update_steps()
+        plan = engine.plan(worker, engine.backward_steps() + engine.update_steps(), block=True)
     else:
-        steps = engine.layerwise_steps()
-    base_s = engine.base_times(worker, steps)
+        plan = engine.plan(worker, engine.layerwise_steps())
     clock = engine.clocks[worker]
     batch = index - engine.scenario.workers.backward  # before the first batch: in worker order
     while True:
         batch = yield engine.queue.get(batch)
-        yield from engine.steps(worker, batch, steps, clock.batch(base_s), block)
+        yield from engine.steps(worker, batch, plan, clock.batch(plan.base_s))
         engine.finish(batch)
 
 
