@@ -141,3 +141,10 @@ def test_console_script_without_torch(scenario_file) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["method"] == "async-lu"
+
+
+def test_gantt_of_a_long_fast_run_simulates_only_what_it_shows(scenario_file, tmp_path, capsys) -> None:
+    path = tmp_path / "g.png"
+    assert main(["simulate", str(scenario_file), "--batches", "300000", "--gantt", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["batches"] == 300000
+    assert path.read_bytes().startswith(b"\x89PNG")

@@ -161,3 +161,11 @@ def test_no_model_costs_is_a_one_line_error() -> None:
     sc = parse_scenario({"method": "async-lu", "train": {"network": "mlp"}})
     with pytest.raises(ScenarioError, match="pdasgd profile"):
         simulate(sc)
+
+
+def test_fast_path_prefix_is_the_first_batches_of_the_full_run() -> None:
+    """What `pdasgd simulate --gantt` relies on: batch i's schedule depends on earlier batches only."""
+    sc = fixed("async-lu", 4, 2.3, 2, 3, 5, 0.37, 0.6, 0.1, batches=60)
+    full = simulate(sc, engine="fast")
+    prefix = simulate(sc.with_overrides({"run.batches": 12, "run.warmup": 0}), engine="fast")
+    assert prefix.spans == [s for s in full.spans if s.batch < 12]

@@ -66,23 +66,25 @@ def _natural(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulator import simulate, simulate_summary
+    from simulator import choose_engine, simulate, simulate_summary
 
     scenario = _with_overrides(load_scenario(args.scenario), args)
+    engine = choose_engine(scenario, args.engine)
     progress = False if args.no_progress else None
     trace = None
-    if args.trace or args.chrome or args.gantt:
+    # A Gantt chart needs only its first batches; on the fast path they do not depend on later ones.
+    if args.trace or args.chrome or (args.gantt and engine == "simpy"):
         from pdasgd.metrics import summarize
 
-        trace = simulate(scenario, engine=args.engine, progress=progress)
+        trace = simulate(scenario, engine=engine, progress=progress)
         summary = summarize(trace)
     else:
-        summary = simulate_summary(scenario, engine=args.engine, progress=progress)
+        summary = simulate_summary(scenario, engine=engine, progress=progress)
     written = _write_files(args, scenario, trace, summary, progress)
     if args.json:
         print_json(summary)
     else:
-        print(_report(scenario, summary, trace.info["engine"] if trace else _engine(scenario, args.engine)))
+        print(_report(scenario, summary, engine))
         for path in written:
             print(f"wrote {path}")
     return 0
@@ -99,12 +101,6 @@ def _with_overrides(scenario: Scenario, args: argparse.Namespace) -> Scenario:
     return scenario.with_overrides(overrides) if overrides else scenario
 
 
-def _engine(scenario: Scenario, engine: str) -> str:
-    from simulator import choose_engine
-
-    return choose_engine(scenario, engine)
-
-
 def _write_files(args, scenario: Scenario, trace, summary: dict, progress) -> list[Path]:
     written = []
     try:
@@ -113,15 +109,23 @@ def _write_files(args, scenario: Scenario, trace, summary: dict, progress) -> li
         if args.chrome:
             written.append(trace.save_chrome(args.chrome))
         if args.gantt:
-            from pdasgd.plots import gantt
-
-            title = f"{scenario.name}: {scenario.method} (predicted), first {args.gantt_batches} batches"
-            written.append(gantt(trace, args.gantt, batches=args.gantt_batches, title=title))
+            written.append(_gantt(args, scenario, trace))
         if args.staleness_plot:
             written.append(_staleness_plot(args, scenario, summary, progress))
     except OSError as error:
         fail(f"cannot write {error.filename or 'output'}: {error.strerror or error}")
     return written
+
+
+def _gantt(args, scenario: Scenario, trace) -> Path:
+    from pdasgd.plots import gantt
+    from simulator import simulate
+
+    if trace is None:  # fast path: simulate just the batches shown
+        shown = min(args.gantt_batches, scenario.run.batches)
+        trace = simulate(scenario.with_overrides({"run.batches": shown, "run.warmup": 0}), engine="fast")
+    title = f"{scenario.name}: {scenario.method} (predicted), first {args.gantt_batches} batches"
+    return gantt(trace, args.gantt, batches=args.gantt_batches, title=title)
 
 
 def _staleness_plot(args, scenario: Scenario, summary: dict, progress) -> Path:
