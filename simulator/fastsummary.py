@@ -19,7 +19,7 @@ from simulator.fast import FixedSchedule
 from simulator.memory import PeakSweep
 from simulator.progress import Progress
 
-CHUNK_STEPS = 400_000  # batches x layers per chunk
+CHUNK_STEPS = 1_000_000  # batches x layers per chunk
 
 
 def summary(
@@ -64,8 +64,9 @@ def _steady_time_per_batch_s(end: np.ndarray, warmup: int, first_start_s: float)
 class _Staleness:
     """Per-layer running sums of version and time staleness."""
 
-    def __init__(self, layers: int) -> None:
-        self.count = 0
+    def __init__(self, layers: int, count: int, chunked: bool) -> None:
+        self.count = count
+        self.chunked = chunked  # keep each chunk's fsum residual so chunk sums combine (nearly) exactly
         self.sums = np.zeros(layers, dtype=np.int64)
         self.maxima = np.zeros(layers, dtype=np.int64)
         self.time_parts: list[list[float]] = [[] for _ in range(layers)]
@@ -75,9 +76,11 @@ class _Staleness:
             return
         self.sums[layer] += int(versions.sum())
         self.maxima[layer] = max(int(self.maxima[layer]), int(versions.max()))
-        total = math.fsum(times_s.tolist())
-        residual = math.fsum([*times_s.tolist(), -total])
-        self.time_parts[layer] += [total, residual]
+        values = times_s.tolist()
+        total = math.fsum(values)
+        self.time_parts[layer].append(total)
+        if self.chunked:
+            self.time_parts[layer].append(math.fsum([*values, -total]))
 
     def versions(self) -> dict:
         n = self.count
@@ -116,12 +119,11 @@ def _chunks(
     """Staleness sums over all steady batches, and the memory peak, chunk by chunk."""
     off = schedule.offsets
     layers = len(off.forward_start)
-    stale = _Staleness(layers)
-    stale.count = max(schedule.batches - warmup, 0)
     activation_bytes, param_bytes = sizes
     track_memory = bool(activation_bytes.any() or param_bytes.any())
     step = max(1, CHUNK_STEPS // layers)
     bounds = list(range(0, schedule.batches, step)) + [schedule.batches]
+    stale = _Staleness(layers, max(schedule.batches - warmup, 0), chunked=len(bounds) > 2)
     sweep = PeakSweep(tie_s)
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         intervals = []
