@@ -1,0 +1,146 @@
+"""`pdasgd compare`: profile -> simulate -> run for real -> predicted vs measured, side by side, with errors.
+
+For each method compared:
+1. the network's per-layer costs are measured on the executor's own code path (`executor.profile`), unless
+   the scenario gives them (`--profile` measures anyway);
+2. the real run (`executor.run`) gives the measured trace; a sequential run on the same batches gives the
+   measured speed-up's reference;
+3. the simulator predicts the same schedule on the machine the run used (`pdasgd.machine.on_machine`: all
+   workers share the run's device and its slots, with the op-time noise the profile saw);
+4. the closed forms (`pdasgd.closed_forms`) give the ideal one-device-per-worker figures.
+Both traces go through `pdasgd.metrics.summarize`; `pdasgd.comparison` computes the errors. The output folder
+gets report.md, compare.json, the resolved scenario with its measured costs, both traces, Gantt charts and a
+staleness plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from pdasgd.cli.common import add_json_flag, eprint, format_table, print_json
+from pdasgd.comparison import COLUMNS, compare_summaries, comparison_rows
+from pdasgd.io import atomic_write_text
+from pdasgd.scenario import Model, Scenario, load_scenario, save_scenario
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="predicted vs measured (and theory), side by side with errors, plus a report",
+        description="Profile the scenario's network (unless it gives layer costs), simulate it on this "
+        "machine, run it for real, and report predicted vs measured throughput, speed-up, staleness, "
+        "utilisation and memory with their errors, beside the closed-form theory.",
+    )
+    parser.add_argument("scenario", help="scenario TOML file")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default pdasgd-compare/<name>)")
+    parser.add_argument("--profile", action="store_true", help="measure layer costs even if given")
+    parser.add_argument("--batches", type=int, metavar="N", help="override run.batches")
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    add_json_flag(parser)
+    parser.set_defaults(func=run)
+
+
+@dataclasses.dataclass
+class Comparison:
+    """One method compared: the document of `pdasgd.comparison` and the two traces behind it."""
+
+    label: str
+    scenario: Scenario
+    document: dict[str, Any]
+    predicted: Any  # Trace
+    measured: Any  # Trace
+
+
+def profiled(scenario: Scenario, force: bool = False) -> tuple[Scenario, float]:
+    """The scenario with measured layer costs (unless it has some and not `force`), and the op-time CV."""
+    from executor.profile import measure
+
+    samples = measure(scenario)
+    cvs = [
+        statistics.pstdev(times) / statistics.fmean(times)
+        for layer in samples
+        for times in layer.samples.values()
+        if len(times) > 1 and statistics.fmean(times) > 0
+    ]
+    jitter_cv = statistics.median(cvs) if cvs else 0.0
+    if scenario.model is not None and not force:
+        return scenario, jitter_cv
+    model = Model(tuple(layer.layer("mean") for layer in samples))
+    return dataclasses.replace(scenario, model=model), jitter_cv
+
+
+def compare_one(
+    scenario: Scenario, sequential_batch_s: float | None = None, progress: bool = False, force: bool = False
+) -> Comparison:
+    """Profile, run, simulate and compare one scenario; `sequential_batch_s` skips the baseline run."""
+    import executor
+    import simulator
+    from pdasgd.closed_forms import theory_for
+    from pdasgd.machine import on_machine
+    from pdasgd.metrics import summarize
+
+    scenario, jitter_cv = profiled(scenario, force)
+    measured = executor.run(scenario, progress=progress, baseline=sequential_batch_s is None).trace
+    if sequential_batch_s is not None:
+        measured.sequential_batch_s = sequential_batch_s
+    machine = on_machine(scenario, measured.device_slots, jitter_cv)
+    predicted = simulator.simulate(machine, progress=progress)
+    document = compare_summaries(summarize(predicted), summarize(measured), theory_for(scenario))
+    document["machine"] = {"device_slots": measured.device_slots, "jitter_cv": jitter_cv}
+    return Comparison(scenario.method, scenario, document, predicted, measured)
+
+
+def write_outputs(out_dir: Path, title: str, comparisons: list[Comparison], notes: list[str]) -> Path:
+    """Traces, plots, JSON and report.md for the comparisons; returns the report's path."""
+    from pdasgd.plots import gantt, staleness_plot
+    from pdasgd.report import write_report
+
+    plots: dict[str, str] = {}
+    runs: dict[str, dict] = {}
+    for item in comparisons:
+        tag = item.label
+        save_scenario(item.scenario, out_dir / f"{tag}.scenario.toml")
+        item.predicted.save(out_dir / f"{tag}.predicted.trace.json")
+        item.measured.save(out_dir / f"{tag}.measured.trace.json")
+        item.measured.save_chrome(out_dir / f"{tag}.measured.chrome.json")
+        for side, trace in (("predicted", item.predicted), ("measured", item.measured)):
+            gantt(trace, out_dir / f"{tag}.gantt.{side}.png", title=f"{tag}: {side}")
+            plots[f"{tag}: Gantt chart, {side}"] = f"{tag}.gantt.{side}.png"
+            runs[f"{tag} {side}"] = item.document[side]
+    staleness_plot(runs, out_dir / "staleness.png", title="per-layer staleness, predicted vs measured")
+    plots["Per-layer staleness, predicted vs measured"] = "staleness.png"
+    documents = {item.label: item.document for item in comparisons}
+    atomic_write_text(out_dir / "compare.json", json.dumps(documents, indent=2, default=_jsonable))
+    return write_report(out_dir, title, documents, plots, notes)
+
+
+def _jsonable(value: Any) -> Any:
+    return None if value != value else str(value)  # NaN -> null
+
+
+def print_tables(comparisons: list[Comparison]) -> None:
+    for item in comparisons:
+        print(f"\n{item.label}:")
+        print(format_table(COLUMNS, comparison_rows(item.document)))
+
+
+def run(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario)
+    if args.batches is not None:
+        scenario = scenario.with_overrides({"run.batches": args.batches})
+    out_dir = Path(args.out or Path("pdasgd-compare") / scenario.name)
+    progress = not args.no_progress and not args.json
+    item = compare_one(scenario, progress=progress, force=args.profile)
+    notes = [f"scenario: {args.scenario}", "theory: one device per worker, fixed op times"]
+    report = write_outputs(out_dir, f"pdasgd compare: {scenario.name}", [item], notes)
+    if args.json:
+        print_json(item.document)
+    else:
+        print_tables([item])
+        eprint(f"\nreport: {report}")
+    return 0

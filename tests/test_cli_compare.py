@@ -1,0 +1,73 @@
+"""`pdasgd compare` end to end on a tiny network: the JSON document, the report and its files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pdasgd.cli.main import main
+
+TINY = """
+name = "tiny"
+method = "async-lu"
+[workers]
+backward = 2
+max_in_flight = 4
+[train]
+network = "mlp"
+width = 32
+depth = 2
+dataset = "digits"
+batch_size = 32
+lr = 0.05
+[run]
+batches = 30
+warmup = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare")
+    (folder / "tiny.toml").write_text(TINY)
+    out = folder / "out"
+    return folder, out
+
+
+def test_compare_json_has_predicted_measured_theory_and_errors(compared, capsys):
+    folder, out = compared
+    assert main(["compare", str(folder / "tiny.toml"), "--out", str(out), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert {"predicted", "measured", "theory", "error"} <= set(document)
+    assert document["predicted"]["source"] == "simulator"
+    assert document["measured"]["source"] == "executor"
+    assert document["measured"]["speedup_vs_sequential"] > 0
+    assert len(document["predicted"]["staleness"]["per_layer_mean"]) == 3  # depth 2 + head
+    error = document["error"]
+    measured = document["measured"]["throughput_batches_per_s"]
+    predicted = document["predicted"]["throughput_batches_per_s"]
+    assert error["throughput_rel"] == pytest.approx((predicted - measured) / measured)
+    assert error["staleness_mean_abs"] == pytest.approx(
+        document["predicted"]["staleness"]["mean"] - document["measured"]["staleness"]["mean"]
+    )
+    assert document["theory"]["applies"] is True
+    for name in [
+        "report.md",
+        "compare.json",
+        "staleness.png",
+        "async-lu.gantt.measured.png",
+        "async-lu.gantt.predicted.png",
+        "async-lu.scenario.toml",
+        "async-lu.measured.trace.json",
+    ]:
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "| throughput (batches/s) |" in report and "![" in report
+
+
+def test_compare_bad_scenario_is_one_line(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text('[train]\nnetwork = "vgg"\n')
+    assert main(["compare", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert "train.network" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
