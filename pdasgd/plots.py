@@ -191,3 +191,37 @@ def _save(figure, path: str | os.PathLike) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def sweep_plot(rows: list[dict], keys: list[str], column: str, path: str | os.PathLike) -> Path:
+    """`predicted_<column>` (solid), `measured_<column>` (dotted) and `theory_<column>` (dashed) against
+    the first varied key, one colour per combination of the other varied keys."""
+    x_key, other_keys = keys[0], keys[1:]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[key] for key in other_keys)].append(row)
+    figure, axes = _figure(width=7, height=4.2)
+    numeric = all(isinstance(row[x_key], int | float) for row in rows)
+    for index, (group, members) in enumerate(groups.items()):
+        label = ", ".join(f"{k}={v}" for k, v in zip(other_keys, group, strict=True)) or "predicted"
+        xs = [row[x_key] if numeric else str(row[x_key]) for row in members]
+        for prefix, style, suffix in (
+            ("predicted", "-", ""),
+            ("measured", ":", " measured"),
+            ("theory", "--", " theory"),
+        ):
+            ys = [row.get(f"{prefix}_{column}") for row in members]
+            if any(y is not None for y in ys):
+                points = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+                axes.plot(
+                    *zip(*points, strict=True),
+                    linestyle=style,
+                    marker="o",
+                    color=f"C{index}",
+                    label=label + suffix,
+                )
+    axes.set_xlabel(x_key)
+    axes.set_ylabel(column.replace("_", " "))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
