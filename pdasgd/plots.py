@@ -205,10 +205,10 @@ def sweep_plot(rows: list[dict], keys: list[str], column: str, path: str | os.Pa
     for index, (group, members) in enumerate(groups.items()):
         label = ", ".join(f"{k}={v}" for k, v in zip(other_keys, group, strict=True)) or "predicted"
         xs = [row[x_key] if numeric else str(row[x_key]) for row in members]
-        for prefix, style, suffix in (
-            ("predicted", "-", ""),
-            ("measured", ":", " measured"),
-            ("theory", "--", " theory"),
+        for prefix, style, marker, suffix in (
+            ("predicted", "-", "o", ""),
+            ("measured", ":", "s", " measured"),
+            ("theory", "--", "x", " theory"),
         ):
             ys = [row.get(f"{prefix}_{column}") for row in members]
             if any(y is not None for y in ys):
@@ -216,7 +216,8 @@ def sweep_plot(rows: list[dict], keys: list[str], column: str, path: str | os.Pa
                 axes.plot(
                     *zip(*points, strict=True),
                     linestyle=style,
-                    marker="o",
+                    marker=marker,
+                    markersize=9 if marker == "x" else 6,
                     color=f"C{index}",
                     label=label + suffix,
                 )
