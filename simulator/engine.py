@@ -22,6 +22,7 @@ from simpy.events import Timeout
 from pdasgd.scenario import Scenario
 from simulator.clock import Clock
 from simulator.links import AllreduceLink, HandoffLink, UpdateLink
+from simulator.progress import Progress
 from simulator.records import BACKWARD, FORWARD, UPDATE, Timeline
 from simulator.resources import BatchQueue, Device, InFlight
 
@@ -32,7 +33,7 @@ Step = tuple[int, int]
 class Engine:
     """One SimPy run of a scenario: shared state for the worker processes."""
 
-    def __init__(self, scenario: Scenario, progress=None) -> None:
+    def __init__(self, scenario: Scenario, progress: Progress | None = None) -> None:
         assert scenario.model is not None
         self.scenario = scenario
         self.env = simpy.Environment()

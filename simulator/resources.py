@@ -53,7 +53,8 @@ LATE = 2  # after simpy's URGENT (0) and NORMAL (1): processed once everything e
 
 
 class LateEvent(Event):
-    """An event triggered now and processed after every other event of this instant."""
+    """An event triggered now and processed after every other event of this instant (SimPy orders events of
+    one instant by priority; its own Timeout sets the same fields before scheduling itself)."""
 
     def __init__(self, env: simpy.Environment) -> None:
         super().__init__(env)
