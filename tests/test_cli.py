@@ -136,9 +136,24 @@ def test_theory_table_output(capsys):
     assert "paper lambda" in out and "LU staleness" in out
 
 
-def test_demo_prints_theory_for_the_built_in_scenario(capsys):
-    assert main(["demo", "--json"]) == 0
+def test_demo_compares_three_methods_and_writes_a_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--batches", "40", "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["theory"]["sequential"]["speedup_vs_sequential"] == 1.0
-    lu, bu = result["theory"]["async-lu"], result["theory"]["async-bu"]
-    assert lu["staleness"]["mean"] < bu["staleness"]["mean"]
+    documents = result["comparisons"]
+    assert list(documents) == ["sequential", "async-bu", "async-lu"]
+    assert documents["sequential"]["measured"]["speedup_vs_sequential"] == 1.0
+    for document in documents.values():
+        assert document["measured"]["accuracy"] > 0.5
+        assert document["predicted"]["source"] == "simulator"
+    assert documents["sequential"]["measured"]["staleness"]["max"] == 0
+    assert (
+        documents["async-lu"]["theory"]["staleness"]["mean"]
+        < documents["async-bu"]["theory"]["staleness"]["mean"]
+    )
+    assert (out / "report.md").is_file() and (out / "async-lu.gantt.measured.png").is_file()
+
+
+def test_demo_shows_its_scenario(capsys):
+    assert main(["demo", "--show-scenario"]) == 0
+    assert 'network = "mlp"' in capsys.readouterr().out

@@ -82,11 +82,15 @@ def compare_one(
     import simulator
     from pdasgd.closed_forms import theory_for
     from pdasgd.machine import on_machine
-    from pdasgd.metrics import summarize
+    from pdasgd.metrics import steady_time_per_batch_s, summarize
 
     scenario, jitter_cv = profiled(scenario, force)
-    measured = executor.run(scenario, progress=progress, baseline=sequential_batch_s is None).trace
-    if sequential_batch_s is not None:
+    is_sequential = scenario.method == "sequential"
+    baseline = sequential_batch_s is None and not is_sequential
+    measured = executor.run(scenario, progress=progress, baseline=baseline).trace
+    if is_sequential:
+        measured.sequential_batch_s = steady_time_per_batch_s(measured)
+    elif sequential_batch_s is not None:
         measured.sequential_batch_s = sequential_batch_s
     machine = on_machine(scenario, measured.device_slots, jitter_cv)
     predicted = simulator.simulate(machine, progress=progress)
