@@ -85,3 +85,13 @@ def backward_block(
     if wants_input:
         return list(grads[:-1]), grads[-1]
     return list(grads), None
+
+
+def warm_up() -> None:
+    """Pay torch's one-time costs before a run's clock starts.
+
+    The first `autograd.grad` call with `grad_outputs` imports sympy (through torch.fx's symbolic shapes):
+    0.3-0.7 s that would otherwise land in the first batch's backward span.
+    """
+    x = torch.ones(2, requires_grad=True)
+    torch.autograd.grad(x * 2, [x], torch.ones(2))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from executor import checkpoint as checkpoints
+from executor.blocks import warm_up
 from executor.data import Dataset, batch_stream, load_dataset
 from executor.links import BatchSource
 from executor.memory import MemoryMeter
@@ -45,13 +46,15 @@ class Setup:
 
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when available, else the CPU; ValueError for a CUDA device that is not there."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    device = (
+        torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device: {name} requested but torch sees no CUDA device")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"train.device: {name} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 
@@ -66,6 +69,7 @@ def cpu_slots() -> int:
 def make_setup(scenario: Scenario, checkpoint_dir: str | os.PathLike | None = None) -> Setup:
     train, seed = scenario.train, scenario.run.seed
     device = resolve_device(train.device)
+    warm_up()
     dataset = load_dataset(train, seed)
     torch.manual_seed(seed)
     blocks = build_network(train, dataset.input_shape, dataset.num_classes, dataset.vocab_size)

@@ -45,8 +45,9 @@ def write(tmp_path: Path, method: str = "async-lu", lr: float = 0.05, batches: i
 
 def test_run_json_prints_the_summary_and_writes_the_traces(tmp_path, capsys) -> None:
     path = write(tmp_path)
-    trace_path, chrome_path = tmp_path / "t.json", tmp_path / "c.json"
-    assert main(["run", str(path), "--json", "--trace", str(trace_path), "--chrome", str(chrome_path)]) == 0
+    trace_path, chrome_path, gantt_path = tmp_path / "t.json", tmp_path / "c.json", tmp_path / "g.png"
+    files = ["--trace", str(trace_path), "--chrome", str(chrome_path), "--gantt", str(gantt_path)]
+    assert main(["run", str(path), "--json", *files]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert list(summary)[: len(SUMMARY_KEYS)] == list(SUMMARY_KEYS)
     assert summary["source"] == "executor" and summary["batches"] == 20
@@ -55,6 +56,7 @@ def test_run_json_prints_the_summary_and_writes_the_traces(tmp_path, capsys) -> 
     trace = Trace.load(trace_path)
     assert trace.method == "async-lu" and len(trace.spans) >= 20 * 3 * 3
     assert json.loads(chrome_path.read_text())["traceEvents"]
+    assert gantt_path.read_bytes().startswith(b"\x89PNG")
 
 
 def test_run_prints_a_table_with_the_baseline_speedup(tmp_path, capsys) -> None:
@@ -70,6 +72,7 @@ def test_run_prints_a_table_with_the_baseline_speedup(tmp_path, capsys) -> None:
     [
         (["--checkpoint-every", "0"], "--checkpoint-every: must be >= 1, got 0"),
         (["--curve-points", "-1"], "--curve-points: must be >= 0"),
+        (["--gantt-batches", "0"], "--gantt-batches: must be >= 1"),
     ],
 )
 def test_bad_flags_are_one_line_errors(tmp_path, capsys, argv, message) -> None:

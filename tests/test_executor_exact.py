@@ -56,9 +56,23 @@ def fresh_blocks(sc):
 @pytest.mark.parametrize("method", ["async-lu", "async-bu", "hogwild"])
 @pytest.mark.parametrize("network", list(NETWORKS))
 def test_gradients_are_taken_at_the_versions_read(network: str, method: str) -> None:
+    check_exact(network, method, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["async-lu", "async-bu", "hogwild"])
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_gradients_are_exact_across_cuda_streams(network: str, method: str, monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    check_exact(network, method, "cuda")
+
+
+def check_exact(network: str, method: str, device: str) -> None:
     sc = scenario(
         method,
-        train=NETWORKS[network],
+        train={**NETWORKS[network], "device": device},
         workers={"forward": 2, "backward": 3, "max_in_flight": 5, "replicas": 1, "per_replica": 3},
         delays={"handoff_s": 0.002},
     )
@@ -66,7 +80,7 @@ def test_gradients_are_taken_at_the_versions_read(network: str, method: str) -> 
     result = run(sc, probe=recorder)
     layers, batches = result.trace.layers, sc.run.batches
     assert set(recorder.grads) == {(i, m) for i in range(batches) for m in range(layers)}
-    blocks = fresh_blocks(sc)
+    blocks = [block.to(device) for block in fresh_blocks(sc)]
     for i in range(batches):
         expected = reference_gradients(blocks, recorder, i)
         for m in range(layers):

@@ -160,3 +160,21 @@ def test_hogwild_workers_each_update_every_layer_of_their_own_batches() -> None:
     for span in spans_of(trace, "update"):
         forward_worker = {s.worker for s in spans_of(trace, "forward") if s.batch == span.batch}
         assert forward_worker == {span.worker}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["sequential", "async-lu", "hogwild"])
+def test_cuda_runs_time_spans_with_events_and_report_allocator_memory(method: str) -> None:
+    sc = scenario(
+        method, train={"device": "cuda", "width": 256}, workers={"per_replica": 2}, run={"batches": 20}
+    )
+    result = run(sc)
+    trace = result.trace
+    trace.validate()
+    assert list(trace.device_slots) == [f"cuda:{torch.cuda.current_device()}"]
+    assert all(s.device in trace.device_slots for s in trace.spans)
+    assert all(s.duration_s >= 0 for s in trace.spans)
+    assert len(spans_of(trace, "update")) == 20 * trace.layers
+    assert trace.memory_peak_bytes >= sum(trace.info["param_bytes"])
+    assert result.parameters[0][0].is_cuda and 0 <= trace.accuracy <= 1

@@ -34,7 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--chrome", metavar="F", help="write a Chrome trace (Perfetto, chrome://tracing) to F"
     )
-    parser.add_argument("--gantt", metavar="F.png", help="draw the timeline to F.png")
+    parser.add_argument("--gantt", metavar="F.png", help="write a Gantt chart of the first batches")
+    parser.add_argument(
+        "--gantt-batches", type=int, default=12, metavar="N", help="batches in the Gantt chart (12)"
+    )
     parser.add_argument("--checkpoint", metavar="DIR", help="save training state to DIR; resume from it")
     parser.add_argument(
         "--checkpoint-every", type=int, default=100, metavar="N", help="batches between checkpoints (100)"
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     if args.checkpoint_every < 1:
         fail(f"--checkpoint-every: must be >= 1, got {args.checkpoint_every}")
+    if args.gantt_batches < 1:
+        fail(f"--gantt-batches: must be >= 1, got {args.gantt_batches}")
     if args.curve_points < 0:
         fail(f"--curve-points: must be >= 0, got {args.curve_points}")
     if args.gantt:
@@ -89,7 +94,8 @@ def _write(args: argparse.Namespace, trace: Any) -> None:
     if args.chrome:
         trace.save_chrome(args.chrome)
     if args.gantt:
-        _plotter()(trace, args.gantt)
+        title = f"{trace.method} (measured), first {args.gantt_batches} batches"
+        _plotter()(trace, args.gantt, batches=args.gantt_batches, title=title)
 
 
 def _plotter():
