@@ -1,9 +1,10 @@
 """Records: the spans an engine produces, as columns, and the versions read and written in them.
 
-The SimPy processes append one row per operation while they run: `(worker, op, batch, layer, start_s, end_s,
-visible_s)`; `visible_s` is when an update becomes visible to readers (NaN for other ops). The fast path
-builds the same columns directly with numpy. `Timeline` holds them as arrays, resolves versions after the
-run, and turns them into `pdasgd.trace.Span`s.
+A `Timeline` holds one row per operation as numpy columns: worker, op, batch, layer, start_s, end_s and
+visible_s (when an update becomes visible to readers; NaN for other ops). The SimPy engine assembles it from
+the step times it recorded and the workers' plans (`simulator.engine`), the fast path directly from its
+recursion (`simulator.fast`). Versions are resolved here after the run, then the rows become
+`pdasgd.trace.Span`s.
 
 Versions are resolved from the records, not counted while the simulation runs, so the tie rule of DESIGN.md
 holds whatever order SimPy processes simultaneous events in. Parameters are versioned per (group, layer): one
