@@ -128,9 +128,9 @@ def _chunks(
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         intervals = []
         for m in range(layers):
-            read_version = _layer_staleness(schedule, m, lo, hi, warmup, tie_s, stale)
+            _layer_staleness(schedule, m, lo, hi, warmup, tie_s, stale)
             if track_memory:
-                intervals += _layer_memory(schedule, m, lo, hi, read_version, tie_s, sizes)
+                intervals += _layer_memory(schedule, m, lo, hi, tie_s, sizes)
         if track_memory:
             sweep.add(_chunk(intervals, schedule, hi))
         if progress is not None:
@@ -138,20 +138,19 @@ def _chunks(
     return stale, (sweep.peak if track_memory else None)
 
 
-def _layer_staleness(schedule, m, lo, hi, warmup, tie_s, stale) -> np.ndarray:
-    """Record staleness of layer m for batches lo..hi-1; return the versions they read."""
+def _layer_staleness(schedule, m, lo, hi, warmup, tie_s, stale) -> None:
+    """Record the staleness of layer m for batches lo..hi-1."""
     off = schedule.offsets
     a, s = schedule.forward_start, schedule.backward_start
     read_s = a[lo:hi] + off.forward_start[m]
-    read_version = _count(s, (off.visible[m],), read_s + tie_s, "right")
-    steady = slice(max(warmup - lo, 0), hi - lo)
     batches = np.arange(lo, hi)
+    read_version = np.minimum(_count(s, (off.visible[m],), read_s + tie_s, "right"), batches)  # not its own
+    steady = slice(max(warmup - lo, 0), hi - lo)
     update_end_s = s[lo:hi] + off.update_end[m]
     stale.add(m, (batches - read_version)[steady], (update_end_s - read_s)[steady])
-    return read_version
 
 
-def _layer_memory(schedule, m, lo, hi, read_version, tie_s, sizes) -> list:
+def _layer_memory(schedule, m, lo, hi, tie_s, sizes) -> list:
     """Intervals of layer m's activations of batches lo..hi-1 and of the versions those batches create."""
     off = schedule.offsets
     a, s, b = schedule.forward_start, schedule.backward_start, schedule.batches
@@ -172,13 +171,17 @@ def _layer_memory(schedule, m, lo, hi, read_version, tie_s, sizes) -> list:
 
 
 def _hold_if_reader(schedule, m, versions, last_reader, tie_s) -> np.ndarray:
-    """Backward end of the last batch that read each version, or -inf when no batch read it."""
+    """Backward end of the last batch that read each version, or -inf when no batch read it.
+
+    Batch i reads version min(count_i, i) (never its own update, see simulator.records); both terms grow
+    with i, so the last batch reading at most v is max(last_reader, v), and it reads exactly v when the
+    update that made v (the one before) was visible to it."""
     off = schedule.offsets
     a, s = schedule.forward_start, schedule.backward_start
-    index = np.maximum(last_reader, 0)
+    index = np.maximum(last_reader, versions)
     read_plus_tie = (a[index] + off.forward_start[m]) + tie_s
     previous_visible = s[np.maximum(versions - 1, 0)] + off.visible[m]
-    read_it = (last_reader >= 0) & ((versions == 0) | (previous_visible <= read_plus_tie))
+    read_it = (versions == 0) | (previous_visible <= read_plus_tie)
     return np.where(read_it, s[index] + off.backward_end[m], -np.inf)
 
 

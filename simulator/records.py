@@ -15,7 +15,9 @@ group for single-copy methods, one per replica for replicated ones (see `simulat
 - The version a forward span carries (read when the layer's forward starts) is the number of that
   (group, layer)'s updates visible at the read: `visible_s <= start_s` ("an update at the same instant as a
   read is visible"). Instants closer than `tie_s` count as the same instant, so float rounding along
-  different arithmetic paths (SimPy, the numpy fast path, the theory) does not split a true tie.
+  different arithmetic paths (SimPy, the numpy fast path, the theory) does not split a true tie. A batch
+  never reads its own update (possible only when zero-cost ops make them simultaneous): a read's version is
+  at most the version of the same batch's update of that layer.
 """
 
 from __future__ import annotations
@@ -87,6 +89,22 @@ def resolve_versions(timeline: Timeline, worker_group: np.ndarray, layers: int, 
     for write_rows, read_rows in _by_key(key, ranked, reads):
         visible = np.sort(timeline.visible_s[write_rows])
         timeline.version[read_rows] = np.searchsorted(visible, timeline.start_s[read_rows] + tie_s, "right")
+    _not_after_own_update(timeline, reads, updates, layers)
+
+
+def _not_after_own_update(timeline: Timeline, reads: np.ndarray, updates: np.ndarray, layers: int) -> None:
+    """A batch cannot read its own update, nor any ordered after it: when zero-cost ops put a batch's update
+    at the very instant of its read, the tie rule would count them, so clamp to the update's version."""
+    own = timeline.batch * layers + timeline.layer
+    order = updates[np.argsort(own[updates], kind="stable")]
+    if not len(order):
+        return
+    found = np.minimum(np.searchsorted(own[order], own[reads]), len(order) - 1)
+    match = own[order][found] == own[reads]
+    update_version = timeline.version[order][found]
+    timeline.version[reads] = np.where(
+        match, np.minimum(timeline.version[reads], update_version), timeline.version[reads]
+    )
 
 
 def _update_order(timeline: Timeline, key: np.ndarray, updates: np.ndarray, tie_s: float) -> np.ndarray:

@@ -169,3 +169,22 @@ def test_fast_path_prefix_is_the_first_batches_of_the_full_run() -> None:
     full = simulate(sc, engine="fast")
     prefix = simulate(sc.with_overrides({"run.batches": 12, "run.warmup": 0}), engine="fast")
     assert prefix.spans == [s for s in full.spans if s.batch < 12]
+
+
+@pytest.mark.parametrize("method", ["lapsgd", "async-lu", "sequential"])
+def test_a_batch_never_reads_its_own_update(method: str) -> None:
+    """A zero-cost output layer puts a batch's read and its own update of it at the same instant; the tie
+    rule must not count that update (staleness would come out negative)."""
+    layers = [
+        {"name": "in", "forward_s": 1.0, "backward_s": 1.0, "update_s": 0.25, "param_bytes": 3},
+        {"name": "out", "forward_s": 0.0, "backward_s": 0.0, "update_s": 0.0, "param_bytes": 5},
+    ]
+    workers = {"backward": 1, "replicas": 2, "per_replica": 2}
+    sc = parse_scenario(
+        {"method": method, "model": {"layer": layers}, "workers": workers, "run": {"batches": 20}}
+    )
+    trace = simulate(sc, engine="simpy")
+    assert min(summarize(trace)["staleness"]["per_layer_max"]) >= 0
+    assert all(s.version >= 0 for s in trace.spans if s.op == "forward")
+    if method != "lapsgd":
+        assert_same_summary(simulate_summary(sc), summarize(trace))
