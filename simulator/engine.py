@@ -5,8 +5,8 @@ steps `(op, layer)`, one step per layer and per kind of work (forward, backward,
 such a list (a `Plan`) on the worker's device: take a slot (wait FIFO if none is free), hold it for the
 step's duration, release it, and record when it started and ended. Steps of zero duration take no slot and no
 time. Only times are recorded while SimPy runs; which op and layer each time belongs to comes from the plan
-afterwards, and update visibility from the update link. Versions, memory and
-spans are computed from the rows after the run (`simulator.records`, `simulator.memory`).
+afterwards, and update visibility from the update link. Versions, memory and spans are computed from these
+records after the run (`simulator.records`, `simulator.memory`).
 """
 
 from __future__ import annotations
