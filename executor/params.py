@@ -120,12 +120,14 @@ class VersionedLayer:
         grads: Sequence[torch.Tensor],
         sync: StreamSync | None = None,
         stamp: Callable[[], Any] = _no_stamp,
+        owned: Sequence[bool] | None = None,
     ) -> tuple[int, Any, Any]:
         """Publish the next version from gradients `grads`; return (version just before it, start, end).
 
         `start` and `end` are `stamp()`s taken under the lock, so update spans of a layer are ordered as
         its versions are. On CUDA, `sync` makes the updating stream wait for the current version and records
         the new one's readiness, both under the lock, so no reader sees the new version without its event.
+        `owned[i]` says the caller gives up gradient i: an out-of-place update may write into its memory.
         """
         with self.lock:
             start = stamp()
@@ -133,7 +135,7 @@ class VersionedLayer:
             if sync:
                 sync.wait(old)
             unread = old.number not in self._readers
-            tensors = self._step(old.tensors, grads, self.in_place and unread)
+            tensors = self._step(old.tensors, grads, self.in_place and unread, owned)
             self.current = Version(old.number + 1, tensors, sync.ready() if sync else None)
             if self._meter and tensors is not old.tensors:
                 self._meter.add(self.nbytes)
@@ -143,11 +145,16 @@ class VersionedLayer:
         return old.number, start, end
 
     def _step(
-        self, params: tuple[torch.Tensor, ...], grads: Sequence[torch.Tensor], in_place: bool
+        self,
+        params: tuple[torch.Tensor, ...],
+        grads: Sequence[torch.Tensor],
+        in_place: bool,
+        owned: Sequence[bool] | None,
     ) -> tuple[torch.Tensor, ...]:
         lr, momentum, decay = self.sgd.lr, self.sgd.momentum, self.sgd.weight_decay
         new = []
         for index, (param, grad) in enumerate(zip(params, grads, strict=True)):
+            out = grad if owned and owned[index] else None  # raw gradient: no longer needed once used
             if decay:
                 grad = torch.add(grad, param, alpha=decay)  # never in place: a grad may alias another
             if self.momentum is not None:
@@ -155,7 +162,7 @@ class VersionedLayer:
             if in_place:
                 param.add_(grad, alpha=-lr)
             else:  # one fused op: `param - lr * grad` costs twice as much on 4 MB layers
-                new.append(torch.add(param, grad, alpha=-lr))
+                new.append(torch.add(param, grad, alpha=-lr, out=out))
         return params if in_place else tuple(new)
 
     def copy_tensors(self) -> tuple[int, tuple[torch.Tensor, ...]]:

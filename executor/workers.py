@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from executor.blocks import Replica, backward_block, block_input, loss_of
+from executor.blocks import Replica, backward_block, block_input, loss_of, owned
 from executor.links import BatchSource, Link, Window, check
 from executor.memory import MemoryMeter
 from executor.params import VersionedLayer
@@ -160,20 +160,21 @@ class Worker:
             start = stamp()
             grads, grad = backward_block(output, grad, leaves, x_in)
             self.log.add("backward", item.index, m, start, stamp())
+            mine = owned(grads, grad)
             del x_in, leaves, output
             ctx.layers[m].release(number)
             ctx.meter.sub(ctx.activation_bytes[m])
             if ctx.probe:
                 ctx.probe.gradient(item.index, m, number, grads)
             if layerwise:
-                self.update(item.index, m, grads)
+                self.update(item.index, m, grads, mine)
             else:
-                pending.append((m, grads))
-        for m, grads in pending:
-            self.update(item.index, m, grads)
+                pending.append((m, grads, mine))
+        for m, grads, mine in pending:
+            self.update(item.index, m, grads, mine)
         return loss
 
-    def update(self, batch: int, m: int, grads: list[torch.Tensor]) -> None:
+    def update(self, batch: int, m: int, grads: list[torch.Tensor], mine: list[bool]) -> None:
         ctx, stamp = self.ctx, self.ctx.clock.stamp
         if ctx.update_delay_s:
             start = stamp()
@@ -181,7 +182,7 @@ class Worker:
                 check(ctx.stop)
             self.log.add("wait", batch, m, start, stamp())
         sync = ctx.streams.sync() if ctx.streams else None
-        before, start, end = ctx.layers[m].apply(grads, sync, stamp)
+        before, start, end = ctx.layers[m].apply(grads, sync, stamp, mine)
         self.log.add("update", batch, m, start, end, before)
 
     def finish(self, batch: int, loss: float) -> None:
