@@ -95,8 +95,8 @@ def _median(values: list) -> float | None:
 def report(rows: dict[str, list[dict]], target: float) -> None:
     base = _median([row["time_s"] for row in rows["sequential"]])
     print(f"time to {target:.0%} test accuracy on digits (medians over rounds)")
-    header = f"{'method':<16} {'time_s':>7} {'vs seq':>7} {'batches':>7} {'batches/s':>9} {'staleness':>9} {'final':>6}"
-    print(header + "  reached")
+    columns = f"{'time_s':>7} {'vs seq':>7} {'batches':>7} {'batches/s':>9} {'staleness':>9} {'final':>6}"
+    print(f"{'method':<16} {columns}  reached")
     for name, values in rows.items():
         time_s = _median([row["time_s"] for row in values])
         ratio = f"{base / time_s:.2f}x" if base and time_s else "-"

@@ -168,12 +168,20 @@ class VersionedLayer:
     def copy_tensors(self) -> tuple[int, tuple[torch.Tensor, ...]]:
         """(version number, a copy of its tensors), taken under the lock."""
         with self.lock:
-            current = self.current
+            current = _ready(self.current)
             return current.number, tuple(t.detach().clone() for t in current.tensors)
 
     def state(self) -> dict:
         """Version number, tensors and momentum buffers, copied (for checkpoints)."""
         with self.lock:
             momentum = [buffer.detach().clone() for buffer in self.momentum] if self.momentum else None
-            number, tensors = self.current.number, [t.detach().clone() for t in self.current.tensors]
+            current = _ready(self.current)
+            number, tensors = current.number, [t.detach().clone() for t in current.tensors]
         return {"version": number, "tensors": tensors, "momentum": momentum}
+
+
+def _ready(version: Version) -> Version:
+    """On CUDA, make the current stream wait until `version` has been computed."""
+    if version.ready is not None:
+        version.ready.wait()
+    return version

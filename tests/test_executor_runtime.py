@@ -178,3 +178,15 @@ def test_cuda_runs_time_spans_with_events_and_report_allocator_memory(method: st
     assert len(spans_of(trace, "update")) == 20 * trace.layers
     assert trace.memory_peak_bytes >= sum(trace.info["param_bytes"])
     assert result.parameters[0][0].is_cuda and 0 <= trace.accuracy <= 1
+
+
+def test_backward_workers_never_accumulate_into_grad(monkeypatch) -> None:
+    """Gradients come from `autograd.grad` only: nothing calls backward(), so no `.grad` is shared."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a worker called backward(), which accumulates into .grad")
+
+    monkeypatch.setattr(torch.Tensor, "backward", forbidden)
+    monkeypatch.setattr(torch.autograd, "backward", forbidden)
+    result = run(scenario("async-lu", workers={"backward": 3}, run={"batches": 8}))
+    assert len(spans_of(result.trace, "update")) == 8 * result.trace.layers
