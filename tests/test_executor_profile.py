@@ -1,0 +1,47 @@
+"""`executor.profile`: per-layer costs on the runtime's own code path, with the runtime's memory figures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from executor_probe import scenario
+
+from executor.data import batch_stream, load_dataset
+from executor.networks import activation_bytes, block_names, build_network, parameter_bytes
+from executor.profile import measure, profile
+from pdasgd.scenario import Layer
+
+NETWORKS = {
+    "mlp": {"network": "mlp", "width": 32, "depth": 3},
+    "resnet": {"network": "resnet", "depth": 8, "channels": 4},
+    "lstm": {"network": "lstm", "hidden": 8},
+}
+
+
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_profile_gives_one_layer_per_block_with_the_networks_sizes(network: str) -> None:
+    sc = scenario("async-lu", train=NETWORKS[network])
+    layers = profile(sc, batches=3, warmup=1)
+    dataset = load_dataset(sc.train, sc.run.seed)
+    torch.manual_seed(sc.run.seed)
+    blocks = build_network(sc.train, dataset.input_shape, dataset.num_classes, dataset.vocab_size)
+    x, _ = next(batch_stream(dataset, sc.train.batch_size, sc.run.seed))
+    assert all(isinstance(layer, Layer) for layer in layers)
+    assert [layer.name for layer in layers] == block_names(blocks)
+    assert [layer.param_bytes for layer in layers] == [parameter_bytes(block) for block in blocks]
+    assert [layer.activation_bytes for layer in layers] == activation_bytes(blocks, x)
+    assert all(layer.forward_s > 0 and layer.backward_s > 0 and layer.update_s > 0 for layer in layers)
+
+
+def test_samples_leave_out_the_warmup_and_give_means_or_medians() -> None:
+    samples = measure(scenario("sequential"), batches=5, warmup=2)
+    for layer in samples:
+        assert all(len(times) == 5 for times in layer.samples.values())
+        mean, median = layer.layer("mean"), layer.layer("median")
+        assert mean.forward_s == pytest.approx(sum(layer.samples["forward"]) / 5)
+        assert median.backward_s == sorted(layer.samples["backward"])[2]
+
+
+def test_bad_profile_lengths_are_refused() -> None:
+    with pytest.raises(ValueError, match="batches >= 1"):
+        profile(scenario("sequential"), batches=0)
