@@ -10,7 +10,7 @@ within 5% of it. "2 plain loops" runs two such loops at once in two processes an
 most two cores give this workload when nothing is shared but the caches and memory bandwidth. Every
 configuration runs with the allocator settings the executor applies (`executor.setup.tune_allocator`).
 
-    .venv/bin/python benchmarks/bench_executor.py --rounds 7 --batches 120 --max-in-flight 4
+    .venv/bin/python benchmarks/bench_executor.py --rounds 7 --batches 100 --max-in-flight 8
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batches", type=int, default=120)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--max-in-flight", type=int, default=4)
+    parser.add_argument("--max-in-flight", type=int, default=8)
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--json", help="also write the raw figures to this file")
     args = parser.parse_args()
