@@ -7,8 +7,7 @@ the 2-core speed-up needs both cores, so figures taken while other processes run
 are ratios inside this one run. The plain loop is the hand-written `nn.Sequential` + `torch.optim.SGD`
 training loop a user would write, on the same batches, one thread; the executor's sequential mode must stay
 within 5% of it. "2 plain loops" runs two such loops at once in two processes and adds their rates: the
-most two cores give this workload when nothing is shared but the caches and memory bandwidth. Every
-configuration runs with the allocator settings the executor applies (`executor.setup.tune_allocator`).
+most two cores give this workload when nothing is shared but the caches and memory bandwidth.
 
     .venv/bin/python benchmarks/bench_executor.py --rounds 7 --batches 100 --max-in-flight 8
 """
@@ -30,7 +29,6 @@ from torch import nn
 from executor.data import batch_stream, load_dataset
 from executor.networks import build_network
 from executor.runtime import run
-from executor.setup import tune_allocator
 from pdasgd.scenario import parse_scenario
 
 CONFIGS = {
@@ -73,7 +71,6 @@ def scenario(method: str, forward: int, backward: int, batches: int, warmup: int
 def plain_loop(batches: int, warmup: int) -> float:
     """Batches/s of a hand-written training loop after `warmup` batches, one thread."""
     sc = scenario("sequential", 1, 1, batches, warmup, 1)
-    tune_allocator()  # as the executor does, so both compare on the same allocator settings
     torch.set_num_threads(1)
     dataset = load_dataset(sc.train, 0)
     torch.manual_seed(0)

@@ -8,7 +8,6 @@ come from it (`executor.checkpoint`).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 from dataclasses import dataclass
@@ -67,31 +66,10 @@ def cpu_slots() -> int:
         return os.cpu_count() or 1
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-
-
-def tune_allocator() -> bool:
-    """Keep glibc from returning freed memory to the OS between batches (Linux with glibc only).
-
-    Each batch frees and reallocates megabytes of activations and gradients. By default glibc gives large
-    freed blocks back to the kernel (munmap, heap trimming) and the next batch takes them again page by
-    page: about 1000 page faults per batch on the MLP 8x1024, which threads of one process serialise on
-    the kernel's memory-map lock. Serving blocks up to 32 MiB from the heap and trimming only beyond 1 GiB
-    of free memory removes them (two threads' loops: 28.3 -> 29.2 batches/s; two processes reach 31).
-    Returns whether the settings were applied. Idempotent; the process keeps them.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):  # not glibc
-        return False
-
-
 def make_setup(scenario: Scenario, checkpoint_dir: str | os.PathLike | None = None) -> Setup:
     train, seed = scenario.train, scenario.run.seed
     device = resolve_device(train.device)
     warm_up()
-    tune_allocator()
     dataset = load_dataset(train, seed)
     torch.manual_seed(seed)
     blocks = build_network(train, dataset.input_shape, dataset.num_classes, dataset.vocab_size)
