@@ -165,11 +165,17 @@ class VersionedLayer:
                 new.append(torch.add(param, grad, alpha=-lr, out=out))
         return params if in_place else tuple(new)
 
-    def copy_tensors(self) -> tuple[int, tuple[torch.Tensor, ...]]:
-        """(version number, a copy of its tensors), taken under the lock."""
+    def copy_tensors(
+        self, into: tuple[torch.Tensor, ...] | None = None
+    ) -> tuple[int, tuple[torch.Tensor, ...]]:
+        """(version number, a copy of its tensors), taken under the lock; copied into `into` if given."""
         with self.lock:
             current = _ready(self.current)
-            return current.number, tuple(t.detach().clone() for t in current.tensors)
+            if into is None:
+                return current.number, tuple(t.detach().clone() for t in current.tensors)
+            for target, tensor in zip(into, current.tensors, strict=True):
+                target.copy_(tensor.detach())
+            return current.number, into
 
     def state(self) -> dict:
         """Version number, tensors and momentum buffers, copied (for checkpoints)."""

@@ -2,7 +2,9 @@
 
 The accuracy curve costs the run little: every `batches / curve_points` finished batches the finishing
 worker copies the current versions (under each layer's lock) and the buffers; the snapshots are evaluated
-on the test split after the run, on a private copy of the blocks.
+on the test split after the run, on a private copy of the blocks. On the CPU the copies go into tensors
+allocated (and touched) before the run starts: allocating ~10 fresh parameter copies during the run cost
+the MLP of benchmarks/fidelity.md 15% of its sequential throughput (page faults, a fragmented heap).
 Its points are (batches finished, seconds since the start, test accuracy); the last one is the final
 accuracy the trace reports.
 """
@@ -49,19 +51,39 @@ class Curve:
 
     every: int
     snapshots: list[Snapshot] = field(default_factory=list)
+    pool: list[list[tuple[torch.Tensor, ...]]] = field(default_factory=list)  # preallocated parameter copies
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def maybe_take(self, setup: Setup, ctx: Context, completed: int) -> None:
         if completed % self.every:
             return
-        snapshot = take_snapshot(setup, ctx.streams, completed, ctx.clock.now_s())
+        with self._lock:
+            into = self.pool.pop() if self.pool else None
+        snapshot = take_snapshot(setup, ctx.streams, completed, ctx.clock.now_s(), into)
         with self._lock:
             self.snapshots.append(snapshot)
 
 
-def take_snapshot(setup: Setup, streams: CudaStreams | None, completed: int, time_s: float) -> Snapshot:
+def snapshot_pool(setup: Setup, count: int) -> list[list[tuple[torch.Tensor, ...]]]:
+    """`count` zeroed copies of every layer's tensors for CPU snapshots (none on CUDA: those go to host)."""
+    if setup.device.type == "cuda":
+        return []
+    return [
+        [tuple(torch.zeros_like(t) for t in layer.current.tensors) for layer in setup.layers]
+        for _ in range(count)
+    ]
+
+
+def take_snapshot(
+    setup: Setup,
+    streams: CudaStreams | None,
+    completed: int,
+    time_s: float,
+    into: list[tuple[torch.Tensor, ...]] | None = None,
+) -> Snapshot:
     if streams is None:
-        tensors = [layer.copy_tensors()[1] for layer in setup.layers]
+        targets = into or [None] * len(setup.layers)
+        tensors = [layer.copy_tensors(target)[1] for layer, target in zip(setup.layers, targets, strict=True)]
         buffers = [buffer.clone() for buffer in setup.buffers]
         return Snapshot(completed, time_s, tensors, buffers)
     versions = [layer.current for layer in setup.layers]

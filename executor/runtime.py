@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from executor import checkpoint as checkpoints
 from executor.links import Link, Stopped, Window
-from executor.results import Curve, RunResult, accuracy_curve, build_trace, take_snapshot
+from executor.results import Curve, RunResult, accuracy_curve, build_trace, snapshot_pool, take_snapshot
 from executor.setup import Setup, make_context, make_setup
 from executor.workers import (
     Context,
@@ -130,7 +130,8 @@ def _context(
 ) -> tuple[Context, Curve]:
     ctx = make_context(setup, stop, probe)
     total = setup.scenario.run.batches
-    curve = Curve(every=max(1, total // curve_points) if curve_points else total + 1)
+    every = max(1, total // curve_points) if curve_points else total + 1
+    curve = Curve(every, pool=snapshot_pool(setup, min(total // every, curve_points + 1)))
     ctx.on_finish = lambda batch, completed: curve.maybe_take(setup, ctx, completed)
     return ctx, curve
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from executor_probe import scenario
+from executor_probe import Recorder, scenario
 from torch import nn
 
 from executor.data import batch_stream, load_dataset
 from executor.networks import build_network
+from executor.results import Snapshot, evaluate_snapshot
 from executor.runtime import run
+from executor.setup import make_setup
 from pdasgd.scenario import ScenarioError
 
 
@@ -190,3 +192,16 @@ def test_backward_workers_never_accumulate_into_grad(monkeypatch) -> None:
     monkeypatch.setattr(torch.autograd, "backward", forbidden)
     result = run(scenario("async-lu", workers={"backward": 3}, run={"batches": 8}))
     assert len(spans_of(result.trace, "update")) == 8 * result.trace.layers
+
+
+def test_each_curve_snapshot_keeps_the_parameters_of_its_own_moment() -> None:
+    # CPU snapshots go into preallocated copies (results.snapshot_pool); each point must still be its own:
+    # with sequential training, the snapshot after 10 batches holds what batch 10's forward read.
+    sc = scenario("sequential", run={"batches": 40})
+    recorder = Recorder()
+    result = run(sc, probe=recorder, curve_points=4)
+    setup = make_setup(sc)
+    for completed, _, accuracy in result.accuracy_curve[:-1]:
+        tensors = [tuple(recorder.reads[(completed, m)][1]) for m in range(len(setup.layers))]
+        assert accuracy == evaluate_snapshot(setup, Snapshot(completed, 0.0, tensors, []))
+    assert len({point[2] for point in result.accuracy_curve}) > 1
