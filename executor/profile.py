@@ -8,12 +8,23 @@ loss for the last block), its backward span one `autograd.grad` call, its update
 layer's lock. Updates are measured as the scenario's method pays them: in place for `sequential` (nothing
 else reads the version), as a new tensor for the pipelined methods (a pending forward usually has).
 
+Each op's cost includes the gap before it on the worker's timeline (fetching the batch, Python between
+ops: the per-op overhead), so a batch's costs add up to its wall time; `LayerSamples.samples` keep the spans
+alone and `overhead` the gaps.
+
 The first `warmup` batches are dropped. For each layer and op the profile keeps every sample and writes the
 mean: op times are right-skewed, and the simulator's feasibility study (PLATFORM.md) found means measured on
 this code path predicted threaded runs better than medians. Medians are kept for the table.
 
 `activation_bytes` and `param_bytes` are the runtime's own figures (`executor.networks`): what one batch keeps
 alive from a block's forward to its backward, and one version of its parameters.
+
+`measure_pipelined` measures what one worker alone cannot show: ops run slower when a forward thread and a
+backward thread share the device, as the pipelined methods make them. Alone, two independent copies of a
+network slow each other by a few percent; in the pipeline the forward reads parameters the other thread
+has just written and the backward frees activations the other thread allocated, and on the 2-core CPU
+machine the op times rise by 20-35% (benchmarks/fidelity.md). It takes the op times from a short async-lu
+1F+1B run instead.
 """
 
 from __future__ import annotations
@@ -21,12 +32,12 @@ from __future__ import annotations
 import statistics
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from executor.networks import block_names
 from executor.setup import make_context, make_setup
 from executor.workers import Worker
-from pdasgd.scenario import Layer, Scenario
+from pdasgd.scenario import Delays, Layer, Scenario
 
 OPS = ("forward", "backward", "update")
 
@@ -39,14 +50,23 @@ class LayerSamples:
     samples: dict[str, list[float]]
     activation_bytes: int
     param_bytes: int
+    overhead: dict[str, list[float]] = field(default_factory=dict)  # gap before each op, seconds
 
     def statistic(self, op: str, how: str = "mean") -> float:
-        values = self.samples[op]
-        return statistics.fmean(values) if how == "mean" else statistics.median(values)
+        """The op's span time alone."""
+        return _statistic(self.samples[op], how)
+
+    def cost(self, op: str, how: str = "mean") -> float:
+        """The op's cost: its span time plus the gap before it."""
+        return self.statistic(op, how) + _statistic(self.overhead.get(op) or [0.0], how)
 
     def layer(self, how: str = "mean") -> Layer:
-        costs = {f"{op}_s": self.statistic(op, how) for op in OPS}
+        costs = {f"{op}_s": self.cost(op, how) for op in OPS}
         return Layer(self.name, **costs, activation_bytes=self.activation_bytes, param_bytes=self.param_bytes)
+
+
+def _statistic(values: list[float], how: str) -> float:
+    return statistics.fmean(values) if how == "mean" else statistics.median(values)
 
 
 def profile(scenario: Scenario, batches: int = 30, warmup: int = 5, how: str = "mean") -> list[Layer]:
@@ -70,9 +90,14 @@ def measure(scenario: Scenario, batches: int = 30, warmup: int = 5) -> list[Laye
     if errors:
         raise errors[0]
     samples: dict[tuple[int, str], list[float]] = defaultdict(list)
-    for span in ctx.logs["profile"].spans():
+    overhead: dict[tuple[int, str], list[float]] = defaultdict(list)
+    previous_end_s = None
+    for span in sorted(ctx.logs["profile"].spans(), key=lambda span: span.start_s):
         if span.op in OPS and span.batch >= warmup:
             samples[(span.layer, span.op)].append(span.duration_s)
+            if previous_end_s is not None:
+                overhead[(span.layer, span.op)].append(max(0.0, span.start_s - previous_end_s))
+        previous_end_s = span.end_s
     names = block_names(setup.blocks)
     return [
         LayerSamples(
@@ -80,6 +105,7 @@ def measure(scenario: Scenario, batches: int = 30, warmup: int = 5) -> list[Laye
             {op: samples[(m, op)] for op in OPS},
             setup.activation_bytes[m],
             setup.layers[m].nbytes,
+            {op: overhead[(m, op)] for op in OPS},
         )
         for m in range(len(setup.layers))
     ]
@@ -93,3 +119,26 @@ def _train(ctx, method: str, errors: list[BaseException]) -> None:
         ctx.clock.finish()
     except BaseException as error:  # re-raised by the caller's thread
         errors.append(error)
+
+
+def measure_pipelined(
+    scenario: Scenario, solo: list[LayerSamples], batches: int = 40, warmup: int = 20
+) -> list[LayerSamples]:
+    """Per-layer op times as the pipelined methods pay them: a short async-lu run with one forward and one
+    backward thread (max_in_flight 4, no injected delays) on the scenario's network and device. Span times
+    come from that run; the per-op overhead (gap before each op) from `solo`, since the pipeline's gaps
+    are mostly waiting, which the simulator models itself."""
+    from executor.runtime import run
+
+    pipeline = replace(
+        scenario,
+        method="async-lu",
+        workers=replace(scenario.workers, forward=1, backward=1, max_in_flight=4),
+        delays=Delays(),
+        run=replace(scenario.run, batches=warmup + batches, warmup=warmup),
+    )
+    samples: dict[tuple[int, str], list[float]] = defaultdict(list)
+    for span in run(pipeline).trace.spans:
+        if span.op in OPS and span.batch >= warmup:
+            samples[(span.layer, span.op)].append(span.duration_s)
+    return [replace(layer, samples={op: samples[(m, op)] for op in OPS}) for m, layer in enumerate(solo)]

@@ -4,7 +4,8 @@ The executor runs every worker thread on one device: the CPU's cores (its trace'
 many) or one GPU's streams. A scenario's default of a device per worker describes the paper's ideal; for
 predicting a measured run the simulator needs the workers to share that device. `on_machine` rewrites a
 scenario that way, and adds the per-op noise the profile measured (without it two backward workers run in
-lockstep and staleness comes out as whole-number artefacts; PLATFORM.md).
+lockstep and staleness comes out as whole-number artefacts; PLATFORM.md). A device `contention` can be given
+for what-if studies (`simulator.resources.Device`); `pdasgd compare` measures op costs in a pipeline instead.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ from pdasgd.scenario import Device, Scenario
 
 
 def on_machine(
-    scenario: Scenario, device_slots: Mapping[str, int], jitter_cv: float | None = None
+    scenario: Scenario,
+    device_slots: Mapping[str, int],
+    jitter_cv: float | None = None,
+    contention: float = 0.0,
 ) -> Scenario:
-    """`scenario` with all workers on the run's device (first of `device_slots`) and optional op jitter."""
+    """`scenario` with all workers on the run's device (first of `device_slots`), optional op jitter, and the
+    device's contention (`Device.contention`)."""
     if not device_slots:
         raise ValueError("device_slots: the run reported no device")
     name, slots = next(iter(device_slots.items()))
     delays = scenario.delays
     if jitter_cv is not None:
         delays = dataclasses.replace(delays, jitter_cv=jitter_cv)
-    return dataclasses.replace(scenario, devices=(Device(name, slots),), placement={}, delays=delays)
+    return dataclasses.replace(
+        scenario, devices=(Device(name, slots, contention=contention),), placement={}, delays=delays
+    )

@@ -105,6 +105,7 @@ class Device:
     name: str
     slots: int = 1
     speed: float = 1.0
+    contention: float = 0.0  # an op starting while all other slots are busy takes (1 + contention) x longer
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ DEVICE_FIELDS = {
     "name": ("str", None, None),
     "slots": ("int", 1, _POSITIVE_INT),
     "speed": ("float", 1.0, _positive),
+    "contention": ("float", 0.0, _NONNEG),
 }
 
 

@@ -3,10 +3,11 @@
 Workers are SimPy processes (`simulator.workers`, `simulator.replicated`). Each runs batches as lists of
 steps `(op, layer)`, one step per layer and per kind of work (forward, backward, update). `Engine.steps` runs
 such a list (a `Plan`) on the worker's device: take a slot (wait FIFO if none is free), hold it for the
-step's duration, release it, and record when it started and ended. Steps of zero duration take no slot and no
-time. Only times are recorded while SimPy runs; which op and layer each time belongs to comes from the plan
-afterwards, and update visibility from the update link. Versions, memory and spans are computed from these
-records after the run (`simulator.records`, `simulator.memory`).
+step's duration (longer while it shares the device, if the device has contention), release it, and record
+when it started and ended. Steps of zero duration take no slot and no time. Only times are recorded while
+SimPy runs; which op and layer each time belongs to comes from the plan afterwards, and update visibility
+from the update link. Versions, memory and spans are computed from these records after the run
+(`simulator.records`, `simulator.memory`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ class Engine:
         self.worker_names = scenario.worker_names()
         placement = scenario.device_of()
         table = scenario.device_table()
-        self.devices = {name: Device(self.env, name, d.slots, d.speed) for name, d in table.items()}
+        self.devices = {
+            name: Device(self.env, name, d.slots, d.speed, d.contention) for name, d in table.items()
+        }
         self.worker_devices = [self.devices[placement[name]] for name in self.worker_names]
         delays = scenario.delays
         self.clocks = [
@@ -102,7 +105,7 @@ class Engine:
                 else:
                     yield device.wait()
                 start = env.now
-                yield Timeout(env, duration)
+                yield device.run(duration) if device.contention else Timeout(env, duration)
                 device.release()
                 add(start)
                 add(env.now)

@@ -11,21 +11,45 @@ from collections import deque
 from heapq import heappop, heappush
 
 import simpy
-from simpy.events import Event
+from simpy.events import Event, Timeout
 
 
 class Device:
-    """A compute device: `slots` ops at once, FIFO waiting; an op of cost c takes c / speed seconds."""
+    """A compute device: `slots` ops at once, FIFO waiting; an op of cost c takes c / speed seconds alone.
 
-    __slots__ = ("env", "name", "slots", "speed", "free", "waiting")
+    With `contention` > 0 (and more than one slot) ops that run at the same time slow each other down (they
+    share cores, memory bandwidth, caches or the GIL): while n ops run, each progresses at rate
+    1 / (1 + contention x (n - 1) / (slots - 1)), so two ops on a 2-slot device with contention 0.3 each run
+    1.3x slower while they overlap. `run(work_s)` is the op; the device re-plans every running op's end
+    whenever one starts or ends (processor sharing, exact in event time).
+    """
 
-    def __init__(self, env: simpy.Environment, name: str, slots: int = 1, speed: float = 1.0) -> None:
+    __slots__ = (
+        "env",
+        "name",
+        "slots",
+        "speed",
+        "contention",
+        "free",
+        "waiting",
+        "_running",
+        "_since",
+        "_plan",
+    )
+
+    def __init__(
+        self, env: simpy.Environment, name: str, slots: int = 1, speed: float = 1.0, contention: float = 0.0
+    ) -> None:
         self.env = env
         self.name = name
         self.slots = slots
         self.speed = speed
+        self.contention = contention if slots > 1 else 0.0
         self.free = slots
         self.waiting: deque[Event] = deque()
+        self._running: dict[Event, float] = {}  # op -> work left, seconds at rate 1
+        self._since = 0.0  # when the work left was last brought up to date
+        self._plan = 0  # id of the current end-of-op timer (older timers are stale)
 
     def request(self) -> Event | None:
         """Take a slot: None when one is free now, else an event that fires when a slot is handed over.
@@ -47,6 +71,40 @@ class Device:
             self.waiting.popleft().succeed()
         else:
             self.free += 1
+
+    def run(self, work_s: float) -> Event:
+        """An op of `work_s` seconds alone, on a slot the caller holds: fires when it ends, contended."""
+        self._catch_up()
+        done = Event(self.env)
+        self._running[done] = work_s
+        self._replan()
+        return done
+
+    def _rate(self) -> float:
+        return 1.0 / (1.0 + self.contention * (len(self._running) - 1) / (self.slots - 1))
+
+    def _catch_up(self) -> None:
+        progress_s = (self.env.now - self._since) * self._rate() if self._running else 0.0
+        for op in self._running:
+            self._running[op] -= progress_s
+        self._since = self.env.now
+
+    def _replan(self) -> None:
+        self._plan += 1
+        if self._running:
+            plan = self._plan
+            timer = Timeout(self.env, max(0.0, min(self._running.values())) / self._rate())
+            timer.callbacks.append(lambda _: self._end(plan))
+
+    def _end(self, plan: int) -> None:
+        if plan != self._plan:
+            return
+        self._catch_up()
+        least_s = min(self._running.values())
+        for op in [op for op, left_s in self._running.items() if left_s <= least_s + 1e-12]:
+            del self._running[op]
+            op.succeed()
+        self._replan()
 
 
 LATE = 2  # after simpy's URGENT (0) and NORMAL (1): processed once everything else at this instant is

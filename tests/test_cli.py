@@ -143,6 +143,8 @@ def test_demo_compares_three_methods_and_writes_a_report(tmp_path, capsys):
     documents = result["comparisons"]
     assert list(documents) == ["sequential", "async-bu", "async-lu"]
     assert documents["sequential"]["measured"]["speedup_vs_sequential"] == pytest.approx(1.0)
+    # sequential is predicted from solo op costs, the pipelined methods from costs measured in a pipeline
+    assert [d["machine"]["pipelined_costs"] for d in documents.values()] == [False, True, True]
     for document in documents.values():
         assert document["measured"]["accuracy"] > 0.5
         assert document["predicted"]["source"] == "simulator"

@@ -52,6 +52,9 @@ def test_compare_json_has_predicted_measured_theory_and_errors(compared, capsys)
         document["predicted"]["staleness"]["mean"] - document["measured"]["staleness"]["mean"]
     )
     assert document["theory"]["applies"] is True
+    # async-lu is predicted from op costs measured in a pipeline (executor.profile.measure_pipelined)
+    assert document["machine"]["pipelined_costs"] is True
+    assert set(document["machine"]["device_slots"]) == {"cpu"}
     for name in [
         "report.md",
         "compare.json",

@@ -8,7 +8,7 @@ from executor_probe import scenario
 
 from executor.data import batch_stream, load_dataset
 from executor.networks import activation_bytes, block_names, build_network, parameter_bytes
-from executor.profile import measure, profile
+from executor.profile import measure, measure_pipelined, profile
 from pdasgd.scenario import Layer
 
 NETWORKS = {
@@ -37,11 +37,30 @@ def test_samples_leave_out_the_warmup_and_give_means_or_medians() -> None:
     samples = measure(scenario("sequential"), batches=5, warmup=2)
     for layer in samples:
         assert all(len(times) == 5 for times in layer.samples.values())
+        assert all(len(gaps) == 5 and min(gaps) >= 0 for gaps in layer.overhead.values())
         mean, median = layer.layer("mean"), layer.layer("median")
-        assert mean.forward_s == pytest.approx(sum(layer.samples["forward"]) / 5)
-        assert median.backward_s == sorted(layer.samples["backward"])[2]
+        # a cost is the op's span plus the gap before it (the per-op overhead)
+        assert mean.forward_s == pytest.approx(
+            (sum(layer.samples["forward"]) + sum(layer.overhead["forward"])) / 5
+        )
+        assert (
+            median.backward_s == sorted(layer.samples["backward"])[2] + sorted(layer.overhead["backward"])[2]
+        )
 
 
 def test_bad_profile_lengths_are_refused() -> None:
     with pytest.raises(ValueError, match="batches >= 1"):
         profile(scenario("sequential"), batches=0)
+
+
+def test_pipelined_costs_come_from_a_forward_backward_pipeline_with_the_solo_overheads() -> None:
+    sc = scenario("async-bu", workers={"backward": 3}, delays={"handoff_s": 0.05})
+    solo = measure(sc, batches=4, warmup=1)
+    pipelined = measure_pipelined(sc, solo, batches=6, warmup=2)
+    assert [layer.name for layer in pipelined] == [layer.name for layer in solo]
+    for before, after in zip(solo, pipelined, strict=True):
+        assert all(len(times) == 6 for times in after.samples.values())  # one sample per measured batch
+        assert after.overhead == before.overhead
+        assert (after.activation_bytes, after.param_bytes) == (before.activation_bytes, before.param_bytes)
+        # the pipeline ignores the scenario's delays: a 50 ms hand-off is in no op's time
+        assert max(max(times) for times in after.samples.values()) < 0.05

@@ -2,11 +2,13 @@
 
 For each method compared:
 1. the network's per-layer costs are measured on the executor's own code path (`executor.profile`), unless
-   the scenario gives them (`--profile` measures anyway);
+   the scenario gives them (`--profile` measures anyway): one worker alone for sequential, a short
+   forward + backward pipeline for the other methods (ops run slower there);
 2. the real run (`executor.run`) gives the measured trace; a sequential run on the same batches gives the
    measured speed-up's reference;
 3. the simulator predicts the same schedule on the machine the run used (`pdasgd.machine.on_machine`: all
-   workers share the run's device and its slots, with the op-time noise the profile saw);
+   workers share the run's device and its slots, with the op-time noise the profile saw); its speed-up is
+   relative to the solo costs;
 4. the closed forms (`pdasgd.closed_forms`) give the ideal one-device-per-worker figures.
 Both traces go through `pdasgd.metrics.summarize`; `pdasgd.comparison` computes the errors. The output folder
 gets report.md, compare.json, the resolved scenario with its measured costs, both traces, Gantt charts and a
@@ -56,9 +58,23 @@ class Comparison:
     measured: Any  # Trace
 
 
-def profiled(scenario: Scenario, force: bool = False) -> tuple[Scenario, float]:
-    """The scenario with measured layer costs (unless it has some and not `force`), and the op-time CV."""
-    from executor.profile import measure
+@dataclasses.dataclass(frozen=True)
+class Profiled:
+    """The scenario with the layer costs its method pays, and what the profiler measured besides."""
+
+    scenario: Scenario
+    jitter_cv: float  # median coefficient of variation of one op's time
+    sequential_batch_s: float  # the costs of one batch by one worker alone, summed
+    pipelined: bool  # whether the costs come from a pipelined run (executor.profile.measure_pipelined)
+
+
+def profiled(scenario: Scenario, force: bool = False) -> Profiled:
+    """Measure the scenario's layer costs, unless it gives some and not `force`.
+
+    Sequential runs pay the costs of one worker alone; the pipelined methods the costs measured in a
+    forward + backward pipeline, which are higher (executor.profile). The op-time CV comes from the solo
+    profile either way."""
+    from executor.profile import measure, measure_pipelined
 
     samples = measure(scenario)
     cvs = [
@@ -68,10 +84,14 @@ def profiled(scenario: Scenario, force: bool = False) -> tuple[Scenario, float]:
         if len(times) > 1 and statistics.fmean(times) > 0
     ]
     jitter_cv = statistics.median(cvs) if cvs else 0.0
+    sequential_s = sum(layer.cost(op) for layer in samples for op in ("forward", "backward", "update"))
     if scenario.model is not None and not force:
-        return scenario, jitter_cv
+        return Profiled(scenario, jitter_cv, sequential_s, pipelined=False)
+    pipelined = scenario.method != "sequential"
+    if pipelined:
+        samples = measure_pipelined(scenario, samples)
     model = Model(tuple(layer.layer("mean") for layer in samples))
-    return dataclasses.replace(scenario, model=model), jitter_cv
+    return Profiled(dataclasses.replace(scenario, model=model), jitter_cv, sequential_s, pipelined)
 
 
 def compare_one(
@@ -84,7 +104,8 @@ def compare_one(
     from pdasgd.machine import on_machine
     from pdasgd.metrics import steady_time_per_batch_s, summarize
 
-    scenario, jitter_cv = profiled(scenario, force)
+    costs = profiled(scenario, force)
+    scenario = costs.scenario
     is_sequential = scenario.method == "sequential"
     baseline = sequential_batch_s is None and not is_sequential
     measured = executor.run(scenario, progress=progress, baseline=baseline).trace
@@ -92,10 +113,15 @@ def compare_one(
         measured.sequential_batch_s = steady_time_per_batch_s(measured)
     elif sequential_batch_s is not None:
         measured.sequential_batch_s = sequential_batch_s
-    machine = on_machine(scenario, measured.device_slots, jitter_cv)
+    machine = on_machine(scenario, measured.device_slots, costs.jitter_cv)
     predicted = simulator.simulate(machine, progress=progress)
+    predicted.sequential_batch_s = costs.sequential_batch_s
     document = compare_summaries(summarize(predicted), summarize(measured), theory_for(scenario))
-    document["machine"] = {"device_slots": measured.device_slots, "jitter_cv": jitter_cv}
+    document["machine"] = {
+        "device_slots": measured.device_slots,
+        "jitter_cv": costs.jitter_cv,
+        "pipelined_costs": costs.pipelined,
+    }
     return Comparison(scenario.method, scenario, document, predicted, measured)
 
 
