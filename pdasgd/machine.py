@@ -31,5 +31,8 @@ def on_machine(
     if jitter_cv is not None:
         delays = dataclasses.replace(delays, jitter_cv=jitter_cv)
     return dataclasses.replace(
-        scenario, devices=(Device(name, slots, contention=contention),), placement={}, delays=delays
+        scenario,
+        devices=(Device(name, slots, contention=contention, time_slice=not name.startswith("cuda")),),
+        placement={},
+        delays=delays,
     )

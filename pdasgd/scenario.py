@@ -105,7 +105,8 @@ class Device:
     name: str
     slots: int = 1
     speed: float = 1.0
-    contention: float = 0.0  # an op starting while all other slots are busy takes (1 + contention) x longer
+    contention: float = 0.0  # while n ops overlap, each runs 1 + contention (n-1)/(slots-1) times slower
+    time_slice: bool = False  # ops share the slots as threads share cores (no queue); else FIFO queue
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,7 @@ DEVICE_FIELDS = {
     "slots": ("int", 1, _POSITIVE_INT),
     "speed": ("float", 1.0, _positive),
     "contention": ("float", 0.0, _NONNEG),
+    "time_slice": ("bool", False, None),
 }
 
 
@@ -358,9 +360,11 @@ def _typed(value: Any, kind: str, where: str) -> Any:
         if not math.isfinite(value):
             raise ScenarioError(f"{where}: must be a finite number, got {value}")
         return float(value)
+    if kind == "bool" and isinstance(value, bool):
+        return value
     if kind == "str" and isinstance(value, str):
         return value
-    names = {"int": "an integer", "float": "a number", "str": "a string"}
+    names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
     raise ScenarioError(f"{where}: must be {names[kind]}, got {type(value).__name__} {value!r}")
 
 

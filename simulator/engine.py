@@ -44,7 +44,8 @@ class Engine:
         placement = scenario.device_of()
         table = scenario.device_table()
         self.devices = {
-            name: Device(self.env, name, d.slots, d.speed, d.contention) for name, d in table.items()
+            name: Device(self.env, name, d.slots, d.speed, d.contention, d.time_slice)
+            for name, d in table.items()
         }
         self.worker_devices = [self.devices[placement[name]] for name in self.worker_names]
         delays = scenario.delays
@@ -98,6 +99,11 @@ class Engine:
         env, device = self.env, self.worker_devices[worker]
         record: list[float] = []
         add = record.append
+        if device.time_slice:
+            yield from self._time_sliced_steps(device, times, add)
+            self.calls.append((worker, batch, plan.id))
+            self.times += record
+            return
         for duration in times:
             if duration > 0.0:
                 if device.free:
@@ -105,7 +111,7 @@ class Engine:
                 else:
                     yield device.wait()
                 start = env.now
-                yield device.run(duration) if device.contention else Timeout(env, duration)
+                yield device.run(duration) if device.shared else Timeout(env, duration)
                 device.release()
                 add(start)
                 add(env.now)
@@ -115,6 +121,16 @@ class Engine:
                 add(now)
         self.calls.append((worker, batch, plan.id))
         self.times += record
+
+    def _time_sliced_steps(self, device: Device, times: Sequence[float], add) -> Generator:
+        """The steps on a time-sliced device: no slot to wait for, every op runs at its share."""
+        env = self.env
+        for duration in times:
+            start = env.now
+            if duration > 0.0:
+                yield device.run(duration)
+            add(start)
+            add(env.now)
 
     def span(self, worker: int, op: int, start: float) -> None:
         """Record a span without batch or layer (wait, allreduce) from `start` to now, if it lasts."""

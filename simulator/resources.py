@@ -17,11 +17,13 @@ from simpy.events import Event, Timeout
 class Device:
     """A compute device: `slots` ops at once, FIFO waiting; an op of cost c takes c / speed seconds alone.
 
-    With `contention` > 0 (and more than one slot) ops that run at the same time slow each other down (they
-    share cores, memory bandwidth, caches or the GIL): while n ops run, each progresses at rate
-    1 / (1 + contention x (n - 1) / (slots - 1)), so two ops on a 2-slot device with contention 0.3 each run
-    1.3x slower while they overlap. `run(work_s)` is the op; the device re-plans every running op's end
-    whenever one starts or ends (processor sharing, exact in event time).
+    With `time_slice` the ops do not queue: all of them run, sharing the slots as an operating system shares
+    cores between threads, each at rate min(1, slots / n) while n run. With `contention` > 0 (and more than
+    one slot) ops that run at the same time slow each other down (they share memory bandwidth, caches or the
+    GIL): while n ops run, each progresses at rate 1 / (1 + contention x (min(n, slots) - 1) / (slots - 1))
+    (times the time-slice share), so two ops on a 2-slot device with contention 0.3 each run 1.3x slower
+    while they overlap. `run(work_s)` is the op; the device re-plans every running op's end whenever one
+    starts or ends (processor sharing, exact in event time).
     """
 
     __slots__ = (
@@ -30,6 +32,7 @@ class Device:
         "slots",
         "speed",
         "contention",
+        "time_slice",
         "free",
         "waiting",
         "_running",
@@ -38,13 +41,20 @@ class Device:
     )
 
     def __init__(
-        self, env: simpy.Environment, name: str, slots: int = 1, speed: float = 1.0, contention: float = 0.0
+        self,
+        env: simpy.Environment,
+        name: str,
+        slots: int = 1,
+        speed: float = 1.0,
+        contention: float = 0.0,
+        time_slice: bool = False,
     ) -> None:
         self.env = env
         self.name = name
         self.slots = slots
         self.speed = speed
         self.contention = contention if slots > 1 else 0.0
+        self.time_slice = time_slice
         self.free = slots
         self.waiting: deque[Event] = deque()
         self._running: dict[Event, float] = {}  # op -> work left, seconds at rate 1
@@ -72,8 +82,14 @@ class Device:
         else:
             self.free += 1
 
+    @property
+    def shared(self) -> bool:
+        """Whether ops go through `run` (their rates depend on what else runs) rather than a plain timeout."""
+        return self.time_slice or self.contention > 0
+
     def run(self, work_s: float) -> Event:
-        """An op of `work_s` seconds alone, on a slot the caller holds: fires when it ends, contended."""
+        """An op of `work_s` seconds alone (on a slot the caller holds, unless time-sliced): fires when it
+        ends."""
         self._catch_up()
         done = Event(self.env)
         self._running[done] = work_s
@@ -81,7 +97,11 @@ class Device:
         return done
 
     def _rate(self) -> float:
-        return 1.0 / (1.0 + self.contention * (len(self._running) - 1) / (self.slots - 1))
+        running = len(self._running)
+        share = min(1.0, self.slots / running)
+        if not self.contention:
+            return share
+        return share / (1.0 + self.contention * (min(running, self.slots) - 1) / (self.slots - 1))
 
     def _catch_up(self) -> None:
         progress_s = (self.env.now - self._since) * self._rate() if self._running else 0.0
