@@ -71,6 +71,8 @@ def measure_point(point: Scenario, sequential_s: float | None) -> dict:
         "throughput_rel": error["throughput_rel"],
         "stale_mean_abs": statistics.fmean(layer_errors) if layer_errors else 0.0,
         "stale_max_abs": max(layer_errors, default=0.0),
+        "layers_over": sum(x > 0.5 for x in layer_errors),
+        "layers": len(layer_errors),
         "sequential_s": item.measured.sequential_batch_s,
         "wall_s": time.perf_counter() - started,
     }
@@ -94,23 +96,50 @@ def run_matrix(batches: int, only: list[str]) -> list[dict]:
     return rows
 
 
+def markdown(rows: list[dict]) -> str:
+    """One line per point: medians over the repeats of each figure."""
+    names = list(dict.fromkeys(row["name"] for row in rows))
+    lines = [
+        "| point | predicted b/s | measured b/s | throughput error | staleness error, mean over layers "
+        "| staleness error, worst layer |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        mine = [row for row in rows if row["name"] == name]
+
+        def med(key: str, mine: list[dict] = mine) -> float:
+            return statistics.median(row[key] for row in mine)
+
+        errors = ", ".join(f"{100 * row['throughput_rel']:+.1f}%" for row in mine)
+        lines.append(
+            f"| {name} | {med('predicted'):.2f} | {med('measured'):.2f} | {errors} "
+            f"| {med('stale_mean_abs'):.2f} | {max(row['stale_max_abs'] for row in mine):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=150)
-    parser.add_argument("--repeats", type=int, default=1, help="repeat the whole matrix (interleaved)")
+    parser.add_argument("--repeats", type=int, default=1, help="repeat the whole matrix")
     parser.add_argument("--only", nargs="+", choices=list(NETWORKS), default=list(NETWORKS))
     args = parser.parse_args()
     rows = [row for _ in range(args.repeats) for row in run_matrix(args.batches, args.only)]
     rel = [abs(row["throughput_rel"]) for row in rows]
-    stale = [row["stale_mean_abs"] for row in rows if "sequential" not in row["name"]]
+    stale = [row for row in rows if "sequential" not in row["name"]]
     print(
         f"\npoints: {len(rows)}  median |throughput error| {100 * statistics.median(rel):.1f}%  "
         f"worst {100 * max(rel):.1f}%"
     )
     print(
-        f"per-layer mean staleness |error|: median over async points {statistics.median(stale):.2f}, "
-        f"worst {max(stale):.2f} versions"
+        "per-layer mean staleness |error| (async points): mean over layers median "
+        f"{statistics.median(row['stale_mean_abs'] for row in stale):.2f}, worst "
+        f"{max(row['stale_mean_abs'] for row in stale):.2f}; worst single layer "
+        f"{max(row['stale_max_abs'] for row in stale):.2f}; layers over 0.5: "
+        f"{sum(row['layers_over'] for row in stale)} of {sum(row['layers'] for row in stale)}"
     )
+    print()
+    print(markdown(rows))
 
 
 if __name__ == "__main__":

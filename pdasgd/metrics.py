@@ -11,7 +11,8 @@ stable keys. Definitions (shared with the theory):
   Time staleness = end of that update minus start of that forward. Batches with id < warmup are left out
   (pipeline filling). Engines emit at most one forward and one update span per (batch, layer); pairs
   missing either are skipped.
-- Utilisation of a device = busy time (every op but `wait`) / (slots x makespan).
+- Utilisation of a device = busy time (every op but `wait`; at each instant at most `slots` ops count) /
+  (slots x makespan).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+
+import numpy as np
 
 from pdasgd.trace import Trace
 
@@ -123,17 +126,36 @@ def staleness_table(trace: Trace) -> StalenessTable:
 
 
 def utilization(trace: Trace) -> dict[str, float]:
-    """Device -> busy fraction of (slots x makespan)."""
-    busy_s: dict[str, float] = defaultdict(float)
+    """Device -> busy fraction of (slots x makespan): the time integral of min(ops running, slots) over
+    slots x makespan. Ops on a time-sliced device (more threads than cores) last longer than their work, so
+    summing their durations would count the same core-second twice; at most `slots` are busy at once."""
+    intervals: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for span in trace.spans:
         if span.op != "wait":
-            busy_s[span.device] += span.duration_s
+            intervals[span.device].append((span.start_s, span.end_s))
     total_s = makespan_s(trace)
-    devices = list(trace.device_slots) + [d for d in busy_s if d not in trace.device_slots]
+    devices = list(trace.device_slots) + [d for d in intervals if d not in trace.device_slots]
     return {
-        device: (busy_s[device] / (trace.device_slots.get(device, 1) * total_s) if total_s > 0 else 0.0)
+        device: (
+            busy_slot_s(intervals[device], trace.device_slots.get(device, 1))
+            / (trace.device_slots.get(device, 1) * total_s)
+            if total_s > 0
+            else 0.0
+        )
         for device in devices
     }
+
+
+def busy_slot_s(intervals: list[tuple[float, float]], slots: int) -> float:
+    """Integral over time of min(number of intervals open, slots)."""
+    if not intervals:
+        return 0.0
+    bounds = np.asarray(intervals, dtype=float)
+    times = np.concatenate([bounds[:, 0], bounds[:, 1]])
+    steps = np.concatenate([np.ones(len(bounds)), -np.ones(len(bounds))])
+    order = np.lexsort((steps, times))  # at equal times, ends (-1) before starts
+    times, level = times[order], np.cumsum(steps[order])
+    return float(np.sum(np.minimum(level[:-1], slots) * np.diff(times)))
 
 
 def summarize(trace: Trace) -> dict:

@@ -116,3 +116,13 @@ def test_empty_trace_summarizes_without_crashing():
 def test_throughput_inverse_of_steady_time(warmup):
     summary = summarize(pipeline_trace(warmup))
     assert summary["throughput_batches_per_s"] > 0
+
+
+def test_busy_slot_time_counts_at_most_slots_ops_at_once() -> None:
+    from pdasgd.metrics import busy_slot_s
+
+    intervals = [(0.0, 2.0), (1.0, 3.0), (1.5, 2.5)]
+    assert busy_slot_s(intervals, 3) == pytest.approx(5.0)  # never more than 3 open: the sum of durations
+    assert busy_slot_s(intervals, 2) == pytest.approx(4.5)  # 1.5 -> 2.0 three are open, two count
+    assert busy_slot_s([(0.0, 1.0), (1.0, 2.0)], 1) == pytest.approx(2.0)  # touching intervals do not overlap
+    assert busy_slot_s([], 2) == 0.0

@@ -72,26 +72,42 @@ def profiled(scenario: Scenario, force: bool = False) -> Profiled:
     """Measure the scenario's layer costs, unless it gives some and not `force`.
 
     Sequential runs pay the costs of one worker alone; the pipelined methods the costs measured in a
-    forward + backward pipeline, which are higher (executor.profile). The op-time CV comes from the solo
-    profile either way."""
+    forward + backward pipeline, which are higher and about twice as variable (executor.profile). The op-time
+    noise (median coefficient of variation over ops) comes from the same measurement as the costs."""
     from executor.profile import measure, measure_pipelined
 
     samples = measure(scenario)
-    cvs = [
-        statistics.pstdev(times) / statistics.fmean(times)
-        for layer in samples
-        for times in layer.samples.values()
-        if len(times) > 1 and statistics.fmean(times) > 0
-    ]
-    jitter_cv = statistics.median(cvs) if cvs else 0.0
     sequential_s = sum(layer.cost(op) for layer in samples for op in ("forward", "backward", "update"))
     if scenario.model is not None and not force:
-        return Profiled(scenario, jitter_cv, sequential_s, pipelined=False)
+        return Profiled(scenario, median_cv(samples), sequential_s, pipelined=False)
     pipelined = scenario.method != "sequential"
     if pipelined:
         samples = measure_pipelined(scenario, samples)
     model = Model(tuple(layer.layer("mean") for layer in samples))
-    return Profiled(dataclasses.replace(scenario, model=model), jitter_cv, sequential_s, pipelined)
+    return Profiled(dataclasses.replace(scenario, model=model), median_cv(samples), sequential_s, pipelined)
+
+
+def median_cv(samples: list) -> float:
+    """The op-time noise that gives the measured batch-to-batch variation.
+
+    The simulator draws each op's noise independently; measured op times are correlated within a batch (a
+    slow batch is slow in most of its ops), so the per-op CV understates how much whole forwards and
+    backwards vary, and the simulated workers fall into lockstep. For the forward ops and for the backward
+    and update ops of a batch, with per-op means c_i and batch totals of CV v, independent noise of CV
+    v sum(c_i) / sqrt(sum(c_i^2)) gives totals of CV v; the mean of the two roles' values is returned."""
+    roles = (("forward",), ("backward", "update"))
+    values = []
+    for ops in roles:
+        series = [layer.samples[op] for layer in samples for op in ops if layer.samples[op]]
+        count = min((len(times) for times in series), default=0)
+        if count < 2:
+            continue
+        totals = [sum(times[i] for times in series) for i in range(count)]
+        means = [statistics.fmean(times) for times in series]
+        if sum(means) > 0:
+            batch_cv = statistics.pstdev(totals) / statistics.fmean(totals)
+            values.append(batch_cv * sum(means) / sum(m * m for m in means) ** 0.5)
+    return statistics.fmean(values) if values else 0.0
 
 
 def compare_one(
