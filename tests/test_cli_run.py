@@ -111,6 +111,15 @@ def test_profile_writes_a_scenario_that_loads_back(tmp_path, capsys) -> None:
     assert "wrote 3 layers" in capsys.readouterr().err
 
 
+def test_pipelined_profile_writes_the_same_layers_from_a_pipeline(tmp_path, capsys) -> None:
+    out = tmp_path / "pipelined.toml"
+    args = ["profile", str(write(tmp_path)), "-o", str(out), "--batches", "4", "--warmup", "1", "--pipelined"]
+    assert main(args) == 0
+    layers = load_scenario(out).model.layers
+    assert [layer.name for layer in layers] == ["fc1", "fc2", "head"]
+    assert all(layer.forward_s > 0 and layer.backward_s > 0 and layer.update_s > 0 for layer in layers)
+
+
 def test_profile_prints_means_and_medians(tmp_path, capsys) -> None:
     assert main(["profile", str(write(tmp_path)), "--batches", "3", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
