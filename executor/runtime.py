@@ -128,10 +128,11 @@ def sequential_batch_s(scenario: Scenario) -> float:
 def _context(
     setup: Setup, probe: object | None, curve_points: int, stop: threading.Event
 ) -> tuple[Context, Curve]:
-    ctx = make_context(setup, stop, probe)
     total = setup.scenario.run.batches
     every = max(1, total // curve_points) if curve_points else total + 1
+    # allocated before the context starts the run's clock: filling the copies is no part of the run
     curve = Curve(every, pool=snapshot_pool(setup, min(total // every, curve_points + 1)))
+    ctx = make_context(setup, stop, probe)
     ctx.on_finish = lambda batch, completed: curve.maybe_take(setup, ctx, completed)
     return ctx, curve
 
