@@ -138,7 +138,7 @@ def measure_pipelined(
         run=replace(scenario.run, batches=warmup + batches, warmup=warmup),
     )
     samples: dict[tuple[int, str], list[float]] = defaultdict(list)
-    for span in run(pipeline).trace.spans:
+    for span in run(pipeline, curve_points=0).trace.spans:
         if span.op in OPS and span.batch >= warmup:
             samples[(span.layer, span.op)].append(span.duration_s)
     return [replace(layer, samples={op: samples[(m, op)] for op in OPS}) for m, layer in enumerate(solo)]

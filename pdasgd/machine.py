@@ -4,8 +4,8 @@ The executor runs every worker thread on one device: the CPU's cores (its trace'
 many) or one GPU's streams. A scenario's default of a device per worker describes the paper's ideal; for
 predicting a measured run the simulator needs the workers to share that device. `on_machine` rewrites a
 scenario that way, and adds the per-op noise the profile measured (without it two backward workers run in
-lockstep and staleness comes out as whole-number artefacts; PLATFORM.md). A device `contention` can be given
-for what-if studies (`simulator.resources.Device`); `pdasgd compare` measures op costs in a pipeline instead.
+lockstep and staleness comes out as whole-number artefacts; PLATFORM.md). CPU devices are time-sliced:
+the operating system shares the cores among more threads than cores rather than queueing them.
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ from pdasgd.scenario import Device, Scenario
 
 
 def on_machine(
-    scenario: Scenario,
-    device_slots: Mapping[str, int],
-    jitter_cv: float | None = None,
-    contention: float = 0.0,
+    scenario: Scenario, device_slots: Mapping[str, int], jitter_cv: float | None = None
 ) -> Scenario:
-    """`scenario` with all workers on the run's device (first of `device_slots`), optional op jitter, and the
-    device's contention (`Device.contention`)."""
+    """`scenario` with all workers on the run's device (first of `device_slots`, time-sliced unless it is a
+    GPU) and optional op jitter."""
     if not device_slots:
         raise ValueError("device_slots: the run reported no device")
     name, slots = next(iter(device_slots.items()))
@@ -32,7 +29,7 @@ def on_machine(
         delays = dataclasses.replace(delays, jitter_cv=jitter_cv)
     return dataclasses.replace(
         scenario,
-        devices=(Device(name, slots, contention=contention, time_slice=not name.startswith("cuda")),),
+        devices=(Device(name, slots, time_slice=not name.startswith("cuda")),),
         placement={},
         delays=delays,
     )

@@ -101,24 +101,23 @@ class Engine:
         add = record.append
         if device.time_slice:
             yield from self._time_sliced_steps(device, times, add)
-            self.calls.append((worker, batch, plan.id))
-            self.times += record
-            return
-        for duration in times:
-            if duration > 0.0:
-                if device.free:
-                    device.free -= 1
+        else:
+            shared = device.shared
+            for duration in times:
+                if duration > 0.0:
+                    if device.free:
+                        device.free -= 1
+                    else:
+                        yield device.wait()
+                    start = env.now
+                    yield device.run(duration) if shared else Timeout(env, duration)
+                    device.release()
+                    add(start)
+                    add(env.now)
                 else:
-                    yield device.wait()
-                start = env.now
-                yield device.run(duration) if device.shared else Timeout(env, duration)
-                device.release()
-                add(start)
-                add(env.now)
-            else:
-                now = env.now
-                add(now)
-                add(now)
+                    now = env.now
+                    add(now)
+                    add(now)
         self.calls.append((worker, batch, plan.id))
         self.times += record
 

@@ -74,3 +74,27 @@ def test_compare_bad_scenario_is_one_line(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "o")]) == 2
     assert "train.network" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_noise_reproduces_the_batch_to_batch_variation_of_each_role():
+    from executor.profile import LayerSamples
+    from pdasgd.cli.compare import batch_matched_cv
+
+    # forward: two ops of mean 1 whose batch totals are 1.5 and 2.5 (CV 0.25): independent noise of CV
+    # 0.25 * 2 / sqrt(2) gives totals of CV 0.25. backward + update: constant, CV 0. The mean of the two.
+    layers = [
+        LayerSamples("a", {"forward": [0.5, 1.5], "backward": [1.0, 1.0], "update": [0.0, 0.0]}, 0, 0),
+        LayerSamples("b", {"forward": [1.0, 1.0], "backward": [2.0, 2.0], "update": [0.0, 0.0]}, 0, 0),
+    ]
+    assert batch_matched_cv(layers) == pytest.approx((0.25 * 2 / 2**0.5 + 0.0) / 2)
+
+
+def test_the_run_machine_is_one_shared_device_time_sliced_on_a_cpu():
+    from pdasgd.machine import on_machine
+    from pdasgd.scenario import scenario_from_toml
+
+    scenario = scenario_from_toml(TINY + "[model]\nlayers = 2\nforward_s = 0.01\nbeta = 2.0\n")
+    cpu = on_machine(scenario, {"cpu": 2}, 0.1)
+    assert [(d.name, d.slots, d.time_slice) for d in cpu.devices] == [("cpu", 2, True)]
+    assert set(cpu.device_of().values()) == {"cpu"} and cpu.delays.jitter_cv == 0.1
+    assert on_machine(scenario, {"cuda:0": 4}).devices[0].time_slice is False

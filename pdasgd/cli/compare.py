@@ -63,7 +63,7 @@ class Profiled:
     """The scenario with the layer costs its method pays, and what the profiler measured besides."""
 
     scenario: Scenario
-    jitter_cv: float  # median coefficient of variation of one op's time
+    jitter_cv: float  # op-time noise matching the measured batch-to-batch variation
     sequential_batch_s: float  # the costs of one batch by one worker alone, summed
     pipelined: bool  # whether the costs come from a pipelined run (executor.profile.measure_pipelined)
 
@@ -73,21 +73,23 @@ def profiled(scenario: Scenario, force: bool = False) -> Profiled:
 
     Sequential runs pay the costs of one worker alone; the pipelined methods the costs measured in a
     forward + backward pipeline, which are higher and about twice as variable (executor.profile). The op-time
-    noise (median coefficient of variation over ops) comes from the same measurement as the costs."""
+    noise (`batch_matched_cv`) comes from the same measurement as the costs."""
     from executor.profile import measure, measure_pipelined
 
     samples = measure(scenario)
     sequential_s = sum(layer.cost(op) for layer in samples for op in ("forward", "backward", "update"))
     if scenario.model is not None and not force:
-        return Profiled(scenario, median_cv(samples), sequential_s, pipelined=False)
+        return Profiled(scenario, batch_matched_cv(samples), sequential_s, pipelined=False)
     pipelined = scenario.method != "sequential"
     if pipelined:
         samples = measure_pipelined(scenario, samples)
     model = Model(tuple(layer.layer("mean") for layer in samples))
-    return Profiled(dataclasses.replace(scenario, model=model), median_cv(samples), sequential_s, pipelined)
+    return Profiled(
+        dataclasses.replace(scenario, model=model), batch_matched_cv(samples), sequential_s, pipelined
+    )
 
 
-def median_cv(samples: list) -> float:
+def batch_matched_cv(samples: list) -> float:
     """The op-time noise that gives the measured batch-to-batch variation.
 
     The simulator draws each op's noise independently; measured op times are correlated within a batch (a
