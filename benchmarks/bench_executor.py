@@ -6,8 +6,12 @@ trace's summary for the executor, after the same warm-up). Each round prints the
 the 2-core speed-up needs both cores, so figures taken while other processes run say little. Speed-ups
 are ratios inside this one run. The plain loop is the hand-written `nn.Sequential` + `torch.optim.SGD`
 training loop a user would write, on the same batches, one thread; the executor's sequential mode must stay
-within 5% of it. "2 plain loops" runs two such loops at once in two processes and adds their rates: the
-most two cores give this workload when nothing is shared but the caches and memory bandwidth.
+within 5% of it. "2 plain loops" runs two such loops at once in two processes, "2 plain threads" in two
+threads of this process (both start their timed parts together and count only the time both run): the
+most two cores give this workload with nothing shared but the hardware, and with what threads of one
+Python process share besides (the interpreter lock, reference counts, the allocator). Besides the ratio of
+medians, the report gives each configuration's ratio to sequential round by round (the two ran minutes
+apart, so a slow spell of a shared machine hits both): its median and range say how firm a figure is.
 
     .venv/bin/python benchmarks/bench_executor.py --rounds 7 --batches 100 --max-in-flight 8
 """
@@ -20,6 +24,7 @@ import multiprocessing
 import os
 import statistics
 import sys
+import threading
 import time
 
 import torch
@@ -34,6 +39,7 @@ from pdasgd.scenario import parse_scenario
 CONFIGS = {
     "plain loop": None,
     "2 plain loops": None,
+    "2 plain threads": None,
     "sequential": ("sequential", 1, 1),
     "async-bu 1F+2B": ("async-bu", 1, 2),
     "async-lu 1F+1B": ("async-lu", 1, 1),
@@ -70,6 +76,14 @@ def scenario(method: str, forward: int, backward: int, batches: int, warmup: int
 
 def plain_loop(batches: int, warmup: int) -> float:
     """Batches/s of a hand-written training loop after `warmup` batches, one thread."""
+    finishes = plain_loop_finishes(batches, warmup)
+    return (len(finishes) - 1) / (finishes[-1] - finishes[0])
+
+
+def plain_loop_finishes(batches: int, warmup: int, barrier=None) -> list[float]:
+    """The plain loop's clock (perf_counter, the same clock in every process) when its timed part starts,
+    then at the end of each batch after `warmup`. With a `barrier`, the timed part starts when every
+    party of it is ready."""
     sc = scenario("sequential", 1, 1, batches, warmup, 1)
     torch.set_num_threads(1)
     dataset = load_dataset(sc.train, 0)
@@ -77,14 +91,19 @@ def plain_loop(batches: int, warmup: int) -> float:
     model = nn.Sequential(*build_network(sc.train, dataset.input_shape, dataset.num_classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=sc.train.lr)
     stream = batch_stream(dataset, sc.train.batch_size, 0)
+    finishes: list[float] = []
     for index in range(batches):
         if index == warmup:
-            start = time.perf_counter()
+            if barrier is not None:
+                barrier.wait()
+            finishes.append(time.perf_counter())
         x, y = next(stream)
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
-    return (batches - warmup) / (time.perf_counter() - start)
+        if index >= warmup:
+            finishes.append(time.perf_counter())
+    return finishes
 
 
 def two_plain_loops(batches: int, warmup: int) -> float:
@@ -92,9 +111,38 @@ def two_plain_loops(batches: int, warmup: int) -> float:
 
     Both cores run the same kernels side by side with no coordination at all, so what they lose against
     one loop alone is contention for caches and memory bandwidth, which no pipeline can avoid either.
+    The loops start their timed parts together (a barrier) and only the batches both finish while both
+    run count: summing the two loops' own rates would credit the minutes where one runs alone (start-up
+    skew, an early finish) as two-core throughput.
     """
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        return sum(pool.starmap(plain_loop, [(batches, warmup)] * 2))
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(2) as pool:
+        barrier = manager.Barrier(2)
+        return overlap_rate(pool.starmap(plain_loop_finishes, [(batches, warmup, barrier)] * 2))
+
+
+def two_plain_loop_threads(batches: int, warmup: int) -> float:
+    """As `two_plain_loops`, in two threads of this process: the ceiling for threads, which share the
+    interpreter (its lock, reference counts of shared objects), the allocator and the address space."""
+    barrier = threading.Barrier(2)
+    runs: list[list[float]] = [[], []]
+
+    def loop(slot: int) -> None:
+        runs[slot] = plain_loop_finishes(batches, warmup, barrier)
+
+    threads = [threading.Thread(target=loop, args=(slot,)) for slot in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return overlap_rate(runs)
+
+
+def overlap_rate(runs: list[list[float]]) -> float:
+    """Batches/s of all loops together over the time all of them ran (`plain_loop_finishes` lists)."""
+    start_s, end_s = max(run[0] for run in runs), min(run[-1] for run in runs)
+    both = sum(1 for run in runs for finish in run[1:] if start_s < finish <= end_s)
+    return both / (end_s - start_s)
 
 
 def measure(name: str, batches: int, warmup: int, max_in_flight: int) -> tuple[float, float]:
@@ -103,6 +151,8 @@ def measure(name: str, batches: int, warmup: int, max_in_flight: int) -> tuple[f
         return plain_loop(batches, warmup), 0.0
     if name == "2 plain loops":
         return two_plain_loops(batches, warmup), 0.0
+    if name == "2 plain threads":
+        return two_plain_loop_threads(batches, warmup), 0.0
     method, forward, backward = CONFIGS[name]
     summary = run(scenario(method, forward, backward, batches, warmup, max_in_flight), curve_points=0).summary
     return summary["throughput_batches_per_s"], summary["staleness"]["mean"]
@@ -137,13 +187,25 @@ def report(rates: dict[str, list[float]], staleness: dict[str, list[float]]) -> 
     medians = {name: statistics.median(values) for name, values in rates.items()}
     base = medians.get("sequential")
     plain = medians.get("plain loop")
-    print(f"{'configuration':<18} {'batches/s':>9} {'vs seq':>7} {'vs plain':>8} {'staleness':>9}  rounds")
+    print(
+        f"{'configuration':<18} {'batches/s':>9} {'vs seq':>7} {'vs plain':>8} {'staleness':>9}"
+        f"  {'per round vs seq: median (range)':<32}  rounds"
+    )
     for name, median in medians.items():
         vs_seq = f"{median / base:.3f}" if base else "-"
         vs_plain = f"{median / plain:.3f}" if plain else "-"
         stale = statistics.median(staleness[name])
+        paired = per_round_ratio(rates[name], rates.get("sequential"))
         spread = " ".join(f"{value:.2f}" for value in rates[name])
-        print(f"{name:<18} {median:>9.2f} {vs_seq:>7} {vs_plain:>8} {stale:>9.2f}  {spread}")
+        print(f"{name:<18} {median:>9.2f} {vs_seq:>7} {vs_plain:>8} {stale:>9.2f}  {paired:<32}  {spread}")
+
+
+def per_round_ratio(values: list[float], base: list[float] | None) -> str:
+    """'median (min-max)' of values[r] / base[r] over rounds r, or '-' without a base."""
+    if not base:
+        return "-"
+    ratios = [value / reference for value, reference in zip(values, base, strict=True)]
+    return f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
 
 
 if __name__ == "__main__":
