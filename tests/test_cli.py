@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from pdasgd.cli.main import command_names, main
+from pdasgd.closed_forms import theory_for
+from pdasgd.scenario import load_scenario
 
 SCENARIO = """
 name = "cli"
@@ -149,10 +151,12 @@ def test_demo_compares_three_methods_and_writes_a_report(tmp_path, capsys):
         assert document["measured"]["accuracy"] > 0.5
         assert document["predicted"]["source"] == "simulator"
     assert documents["sequential"]["measured"]["staleness"]["max"] == 0
-    assert (
-        documents["async-lu"]["theory"]["staleness"]["mean"]
-        < documents["async-bu"]["theory"]["staleness"]["mean"]
-    )
+    # each method's theory uses its own measured costs, whose noise may move one method into the
+    # backward-bound regime and not the other; on one set of costs layer-wise updates are never staler
+    lu = load_scenario(out / "async-lu.scenario.toml")
+    bu = lu.with_overrides({"method": "async-bu"})
+    assert documents["async-lu"]["theory"]["staleness"] == theory_for(lu)["staleness"]
+    assert theory_for(lu)["staleness"]["mean"] <= theory_for(bu)["staleness"]["mean"]
     assert (out / "report.md").is_file() and (out / "async-lu.gantt.measured.png").is_file()
 
 
