@@ -12,8 +12,11 @@ most two cores give this workload with nothing shared but the hardware, and with
 Python process share besides (the interpreter lock, reference counts, the allocator). Besides the ratio of
 medians, the report gives each configuration's ratio to sequential round by round (the two ran minutes
 apart, so a slow spell of a shared machine hits both): its median and range say how firm a figure is.
+On a machine whose speed drifts by 10-20% over minutes one run's figure moves by about 0.1x; `--combine`
+reports the rounds of several runs' `--json` files together (rounds stay paired within their run).
 
-    .venv/bin/python benchmarks/bench_executor.py --rounds 7 --batches 100 --max-in-flight 8
+    .venv/bin/python benchmarks/bench_executor.py --rounds 7 --batches 100 --max-in-flight 8 --json run1.json
+    .venv/bin/python benchmarks/bench_executor.py --combine run1.json run2.json run3.json
 """
 
 from __future__ import annotations
@@ -187,7 +190,14 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=8)
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--json", help="also write the raw figures to this file")
+    parser.add_argument("--combine", nargs="+", metavar="JSON", help="report the rounds of these --json runs")
     args = parser.parse_args()
+    if args.combine:
+        try:
+            report_runs(args.combine)
+        except (OSError, ValueError, KeyError) as error:  # json.JSONDecodeError is a ValueError
+            parser.error(f"--combine: {error}")
+        return
     print(f"load average before: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     rates: dict[str, list[float]] = {name: [] for name in args.configs}
     staleness: dict[str, list[float]] = {name: [] for name in args.configs}
@@ -217,8 +227,43 @@ def report(rates: dict[str, list[float]], staleness: dict[str, list[float]]) -> 
         vs_plain = f"{median / plain:.3f}" if plain else "-"
         stale = statistics.median(staleness[name])
         paired = per_round_ratio(rates[name], rates.get("sequential"))
-        spread = " ".join(f"{value:.2f}" for value in rates[name])
+        spread = (
+            " ".join(f"{value:.2f}" for value in rates[name]) if len(rates[name]) <= 10 else len(rates[name])
+        )
         print(f"{name:<18} {median:>9.2f} {vs_seq:>7} {vs_plain:>8} {stale:>9.2f}  {paired:<32}  {spread}")
+
+
+def report_runs(paths: list[str]) -> None:
+    """The report over every round of several runs, after one line per run (its ratio of medians)."""
+    runs = []
+    for path in paths:
+        with open(path) as handle:
+            runs.append(json.load(handle))
+    rates, staleness = combine_runs(runs)
+    for path, one in zip(paths, runs, strict=True):
+        medians = {name: statistics.median(values) for name, values in one["rates"].items()}
+        ratio = medians["async-lu 1F+2B"] / medians["sequential"]
+        print(f"{path}: async-lu 1F+2B / sequential {ratio:.3f} ({len(one['rates']['sequential'])} rounds)")
+    report(rates, staleness)
+
+
+def combine_runs(runs: list[dict]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Rates and staleness of several `--json` runs, round lists joined run after run.
+
+    Runs must have measured the same configurations with the same batches, warm-up and window.
+    """
+    same = ("batches", "warmup", "max_in_flight")
+    first = runs[0]
+    for run_ in runs[1:]:
+        if list(run_["rates"]) != list(first["rates"]):
+            raise ValueError("runs measured different configurations")
+        if any(run_["args"][key] != first["args"][key] for key in same):
+            raise ValueError(f"runs differ in {', '.join(same)}")
+    return joined(runs, "rates"), joined(runs, "staleness")
+
+
+def joined(runs: list[dict], key: str) -> dict[str, list[float]]:
+    return {name: [value for run_ in runs for value in run_[key][name]] for name in runs[0][key]}
 
 
 def per_round_ratio(values: list[float], base: list[float] | None) -> str:
