@@ -227,9 +227,8 @@ def report(rates: dict[str, list[float]], staleness: dict[str, list[float]]) -> 
         vs_plain = f"{median / plain:.3f}" if plain else "-"
         stale = statistics.median(staleness[name])
         paired = per_round_ratio(rates[name], rates.get("sequential"))
-        spread = (
-            " ".join(f"{value:.2f}" for value in rates[name]) if len(rates[name]) <= 10 else len(rates[name])
-        )
+        values = rates[name]
+        spread = " ".join(f"{value:.2f}" for value in values) if len(values) <= 10 else f"{len(values)}"
         print(f"{name:<18} {median:>9.2f} {vs_seq:>7} {vs_plain:>8} {stale:>9.2f}  {paired:<32}  {spread}")
 
 
@@ -240,10 +239,12 @@ def report_runs(paths: list[str]) -> None:
         with open(path) as handle:
             runs.append(json.load(handle))
     rates, staleness = combine_runs(runs)
+    pair = ("async-lu 1F+2B", "sequential")
     for path, one in zip(paths, runs, strict=True):
-        medians = {name: statistics.median(values) for name, values in one["rates"].items()}
-        ratio = medians["async-lu 1F+2B"] / medians["sequential"]
-        print(f"{path}: async-lu 1F+2B / sequential {ratio:.3f} ({len(one['rates']['sequential'])} rounds)")
+        if all(name in one["rates"] for name in pair):
+            lu, seq = (statistics.median(one["rates"][name]) for name in pair)
+            rounds = len(one["rates"]["sequential"])
+            print(f"{path}: async-lu 1F+2B / sequential {lu / seq:.3f} ({rounds} rounds)")
     report(rates, staleness)
 
 
