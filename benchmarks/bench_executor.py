@@ -179,7 +179,7 @@ def measure(name: str, batches: int, warmup: int, max_in_flight: int) -> tuple[f
         return two_plain_loop_threads(batches, warmup), 0.0
     method, forward, backward = CONFIGS[name]
     summary = run(scenario(method, forward, backward, batches, warmup, max_in_flight), curve_points=0).summary
-    return summary["throughput_batches_per_s"], summary["staleness"]["mean"]
+    return summary.throughput_batches_per_s, summary.staleness.mean
 
 
 def main() -> None:

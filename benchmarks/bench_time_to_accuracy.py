@@ -76,8 +76,8 @@ def main() -> None:
                     "time_s": time_s,
                     "batches": batches,
                     "final_accuracy": result.trace.accuracy,
-                    "batches_per_s": result.summary["throughput_batches_per_s"],
-                    "staleness": result.summary["staleness"]["mean"],
+                    "batches_per_s": result.summary.throughput_batches_per_s,
+                    "staleness": result.summary.staleness.mean,
                 }
             )
             print(f"round {index + 1} {name}: {rows[name][-1]}", file=sys.stderr, flush=True)

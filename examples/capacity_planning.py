@@ -17,9 +17,9 @@ and gpu2, layer-wise or block updates) or two forwards and one backward (2F:1B).
 - the bottleneck: utilisation of every device, the busiest named;
 - staleness (mean version staleness over layers) and peak memory (activations in flight plus live parameter
   versions, summed over devices);
-- what a 5 ms link costs (`delays.handoff_s`: forward-to-backward hand-off for the async schedules, one
-  all-reduce latency per step for ddp), both with the in-flight window `max_in_flight` unchanged and with the
-  smallest window that hides the link again.
+- what a 5 ms link costs (`delays.handoff_s`, the forward-to-backward hand-off of the async schedules, and
+  `delays.allreduce_s`, the latency of ddp's all-reduce per step), both with the in-flight window
+  `max_in_flight` unchanged and with the smallest window that hides the link again.
 
 Each async option runs with the smallest window Q that still reaches its steady-state throughput,
 Q = ceil((F + d + B) / max(F/n_f, B/k)); a larger window buys nothing but staleness and memory, which the
@@ -119,15 +119,15 @@ class Row:
 
     @property
     def throughput(self) -> float:
-        return self.summary["throughput_batches_per_s"]
+        return self.summary.throughput_batches_per_s
 
     @property
     def memory_gib(self) -> float:
-        return self.summary["memory_peak_bytes"] / GIB
+        return self.summary.memory_peak_bytes / GIB
 
     @property
     def staleness(self) -> float:
-        return self.summary["staleness"]["mean"]
+        return self.summary.staleness.mean
 
 
 def base_toml(batches: int, warmup: int) -> str:
@@ -164,6 +164,7 @@ def option_scenario(base: Scenario, option: Option, link_s: float, window: int |
         "workers": dict(option.workers),
         "placement": option.placement,
         "delays.handoff_s": link_s,
+        "delays.allreduce_s": link_s,
     }
     if window is not None:
         overrides["workers"]["max_in_flight"] = window
@@ -238,7 +239,7 @@ def bound_by(row: Row) -> str:
 
 
 def table_row(row: Row) -> list[Any]:
-    util = row.summary["utilization"]
+    util = row.summary.utilization
     stale = row.theory.get("staleness", {}).get("mean")
     return [
         row.label,
@@ -246,7 +247,7 @@ def table_row(row: Row) -> list[Any]:
         round(1000 * row.link_s, 1),
         row.theory.get("throughput_batches_per_s"),
         row.throughput,
-        row.summary["speedup_vs_sequential"],
+        row.summary.speedup_vs_sequential,
         bound_by(row),
         busiest(util),
         "/".join(f"{100 * util[name]:.0f}" for name in DEVICES),
@@ -340,7 +341,7 @@ def link_sentence(rows: list[Row], label: str) -> str:
 def conclusions(rows: list[Row]) -> list[str]:
     """A few sentences computed from the rows."""
     sequential, ddp, linked = rows[0], find(rows, "ddp x3", 0.0), find(rows, "ddp x3", LINK_S)
-    two_one = find(rows, "async-lu 2F:1B", 0.0).summary["utilization"]
+    two_one = find(rows, "async-lu 2F:1B", 0.0).summary.utilization
     best, fastest = best_under_link(rows), max(rows, key=lambda row: row.throughput)
     lu, bu = find(rows, "async-lu 1F:2B", 0.0), find(rows, "async-bu 1F:2B", 0.0)
     wide = find(rows, "async-lu 1F:2B", 0.0, DEFAULT_WINDOW)
@@ -359,7 +360,7 @@ def conclusions(rows: list[Row]) -> list[str]:
         f"memory ({wide.memory_gib:.2f} GiB vs {lu.memory_gib:.2f}).",
         f"best under the link: {best.label}, Q={best.window}: {best.throughput:.1f} batches/s "
         f"({best.throughput / sequential.throughput:.2f}x), staleness {best.staleness:.2f}, "
-        f"{best.memory_gib:.2f} GiB, busiest {busiest(best.summary['utilization'])}.",
+        f"{best.memory_gib:.2f} GiB, busiest {busiest(best.summary.utilization)}.",
     ]
 
 

@@ -72,15 +72,15 @@ class Run:
 
     @property
     def throughput(self) -> float:
-        return self.summary["throughput_batches_per_s"]
+        return self.summary.throughput_batches_per_s
 
     @property
     def staleness(self) -> float:
-        return self.summary["staleness"]["mean"]
+        return self.summary.staleness.mean
 
     def busy(self, worker: str) -> float:
         """Utilisation of the device of `worker` (each worker has its own here)."""
-        return self.summary["utilization"][self.scenario.device_of()[worker]]
+        return self.summary.utilization[self.scenario.device_of()[worker]]
 
 
 def simulate(base: Scenario, label: str, overrides: dict[str, Any]) -> Run:
@@ -213,8 +213,7 @@ def draw(runs: dict[str, Run], out: Path) -> list[Path]:
 
 def staleness_caption(runs: dict[str, Run]) -> str:
     lu, bu, handoff = (
-        [round(x, 2) for x in runs[key].summary["staleness"]["per_layer_mean"]]
-        for key in ("lu", "bu", "handoff")
+        [round(x, 2) for x in runs[key].summary.staleness.per_layer_mean] for key in ("lu", "bu", "handoff")
     )
     return (
         f"staleness per layer (input first): LU {lu} vs BU {bu}: BU's is the same for every layer, LU's "

@@ -133,12 +133,12 @@ def grid_point(beta: float, k: int, n_f: int, handoff_s: float, batches: int) ->
     for method in ("async-lu", "async-bu"):
         scenario = grid_scenario(method, beta, k, n_f, handoff_s, batches)
         summary = simulator.simulate_summary(scenario, engine="simpy")
-        stale = summary["staleness"]
-        makespans[method] = summary["makespan_s"]
-        simulated[method] = [*stale["per_layer_mean"], *stale["per_layer_max"]]
+        stale = summary.staleness
+        makespans[method] = summary.makespan_s
+        simulated[method] = [*stale.per_layer_mean, *stale.per_layer_max]
         if forward_bound:
             forward, backward = uniform_layers(1.0, GRID_LAYERS), uniform_layers(beta, GRID_LAYERS)
-            theory[method] = version_staleness(forward, backward, k, method, handoff_s)
+            theory[method] = version_staleness(forward, backward, k, method == "async-lu", handoff_s)
     return GridPoint(
         beta,
         k,

@@ -1,16 +1,24 @@
 """Versioned parameters: what makes layer-wise updates under pending graphs exact.
 
 A forward of batch i+1 runs while batch i's backward updates layers, so a parameter tensor that a pending
-graph saved must never change. Each layer therefore holds an immutable `Version`: its number and its tensors.
-A forward reads the current version and builds its graph on detached leaves of those tensors; an update
-computes new tensors and publishes them as the next version (PLATFORM.md: in-place updates, `p.data` tricks
-and `optimizer.step()` raise or give silently wrong gradients on Conv, BatchNorm and LSTM).
+graph saved must never change. Each layer therefore holds immutable `Version`s: a number and tensors. A
+forward reads the current (visible) version and builds its graph on detached leaves of those tensors; an
+update computes new tensors from the latest applied version and makes them the next version
+(docs/platform.md: in-place updates, `p.data` tricks and `optimizer.step()` raise or give silently wrong
+gradients on Conv, BatchNorm and LSTM).
+
+Applying and publishing are two acts, as in the method definitions (pdasgd.methods): `apply` makes the
+next version (`latest`), `publish` makes a version the one readers get (`current`). Layer-wise updates
+publish at once; block updates publish every layer together after the last update; an update-visibility
+delay publishes `delays.visibility_s` later from a delivery thread, while the updating worker goes on.
+Readers always get the newest published version; a version published after a newer one is superseded.
 
 Each layer has a lock. An update (SGD with momentum and weight decay, `torch.optim.SGD` semantics: no
 dampening, no Nesterov) runs under it, so two backward workers updating one layer never lose an update and
 versions rise by exactly one per update. Reads take the lock to count pending readers, which tells
-`MemoryMeter` how many versions are alive, and lets an update write in place when no pending graph read the
-current version (always so in sequential runs): a new tensor costs a write to fresh memory, about 8% of a
+`MemoryMeter` how many versions are alive, and lets an update write in place when nothing can see the
+latest version but the update itself: it is published, no pending graph read it, and no other is waiting
+to be published (always so in sequential runs). A new tensor costs a write to fresh memory, about 8% of a
 sequential MLP step on this machine, and in place is then exact, since no graph can see the change and no
 forward can read the version before the lock is released. Whoever keeps version tensors beyond a forward
 (snapshots, probes) must copy them. In-place updates are off on CUDA, where a graph the host released may
@@ -82,14 +90,17 @@ class VersionedLayer:
         self.lock = threading.Lock()
         self.in_place = in_place
         self.sgd = sgd
-        self.current = Version(version, tuple(t.detach().clone() for t in tensors))
+        self.current = Version(version, tuple(t.detach().clone() for t in tensors))  # what readers get
+        self.latest = self.current  # the newest applied version
         self.nbytes = sum(t.numel() * t.element_size() for t in self.current.tensors)
         self.momentum: list[torch.Tensor] | None = None
         if sgd.momentum:
             given = momentum if momentum is not None else [torch.zeros_like(t) for t in self.current.tensors]
             self.momentum = [buffer.detach().clone() for buffer in given]
         self._readers: dict[int, int] = {}
+        self._unpublished: set[int] = set()
         self._meter = meter
+        self._live = 1
         if meter:
             meter.add(self.nbytes)
 
@@ -110,10 +121,9 @@ class VersionedLayer:
             left = self._readers[number] - 1
             if left:
                 self._readers[number] = left
-                return
-            del self._readers[number]
-            if number != self.current.number and self._meter:
-                self._meter.sub(self.nbytes)
+            else:
+                del self._readers[number]
+            self._account()
 
     def apply(
         self,
@@ -121,28 +131,55 @@ class VersionedLayer:
         sync: StreamSync | None = None,
         stamp: Callable[[], Any] = _no_stamp,
         owned: Sequence[bool] | None = None,
-    ) -> tuple[int, Any, Any]:
-        """Publish the next version from gradients `grads`; return (version just before it, start, end).
+        publish: bool = True,
+    ) -> tuple[Version, int, Any, Any]:
+        """Make the next version from gradients `grads` and, with `publish`, show it to readers; return
+        (the new version, the version just before it, start, end).
 
         `start` and `end` are `stamp()`s taken under the lock, so update spans of a layer are ordered as
-        its versions are. On CUDA, `sync` makes the updating stream wait for the current version and records
+        its versions are. On CUDA, `sync` makes the updating stream wait for the latest version and records
         the new one's readiness, both under the lock, so no reader sees the new version without its event.
         `owned[i]` says the caller gives up gradient i: an out-of-place update may write into its memory.
         """
         with self.lock:
             start = stamp()
-            old = self.current
+            old = self.latest
             if sync:
                 sync.wait(old)
-            unread = old.number not in self._readers
-            tensors = self._step(old.tensors, grads, self.in_place and unread, owned)
-            self.current = Version(old.number + 1, tensors, sync.ready() if sync else None)
-            if self._meter and tensors is not old.tensors:
-                self._meter.add(self.nbytes)
-                if unread:
-                    self._meter.sub(self.nbytes)
+            # in place only if nothing but this update can see the tensors: the latest version is the
+            # published one, no pending graph read it, none waits to be published, and the new one is
+            # published at once (else readers would get the new values under the old number)
+            alone = old is self.current and old.number not in self._readers and not self._unpublished
+            tensors = self._step(old.tensors, grads, self.in_place and alone and publish, owned)
+            new = Version(old.number + 1, tensors, sync.ready() if sync else None)
+            self.latest = new
+            if publish:
+                self.current = new
+            else:
+                self._unpublished.add(new.number)
+            self._account()
             end = stamp()
-        return old.number, start, end
+        return new, old.number, start, end
+
+    def publish(self, version: Version) -> None:
+        """Show `version` to readers, unless a newer one already is."""
+        with self.lock:
+            self._unpublished.discard(version.number)
+            if version.number > self.current.number:
+                self.current = version
+            self._unpublished = {n for n in self._unpublished if n > self.current.number}
+            self._account()
+
+    def _account(self) -> None:
+        """Tell the meter how many versions are alive: the current and the latest, every one a pending graph
+        read and every one waiting to be published (called under the lock)."""
+        live = len({self.current.number, self.latest.number, *self._readers, *self._unpublished})
+        if self._meter and live != self._live:
+            if live > self._live:
+                self._meter.add((live - self._live) * self.nbytes)
+            else:
+                self._meter.sub((self._live - live) * self.nbytes)
+        self._live = live
 
     def _step(
         self,
@@ -168,21 +205,22 @@ class VersionedLayer:
     def copy_tensors(
         self, into: tuple[torch.Tensor, ...] | None = None
     ) -> tuple[int, tuple[torch.Tensor, ...]]:
-        """(version number, a copy of its tensors), taken under the lock; copied into `into` if given."""
+        """(number, a copy of the tensors) of the latest applied version, taken under the lock; copied into
+        `into` if given."""
         with self.lock:
-            current = _ready(self.current)
+            latest = _ready(self.latest)
             if into is None:
-                return current.number, tuple(t.detach().clone() for t in current.tensors)
-            for target, tensor in zip(into, current.tensors, strict=True):
+                return latest.number, tuple(t.detach().clone() for t in latest.tensors)
+            for target, tensor in zip(into, latest.tensors, strict=True):
                 target.copy_(tensor.detach())
-            return current.number, into
+            return latest.number, into
 
     def state(self) -> dict:
-        """Version number, tensors and momentum buffers, copied (for checkpoints)."""
+        """Number, tensors and momentum buffers of the latest applied version, copied (for checkpoints)."""
         with self.lock:
             momentum = [buffer.detach().clone() for buffer in self.momentum] if self.momentum else None
-            current = _ready(self.current)
-            number, tensors = current.number, [t.detach().clone() for t in current.tensors]
+            latest = _ready(self.latest)
+            number, tensors = latest.number, [t.detach().clone() for t in latest.tensors]
         return {"version": number, "tensors": tensors, "momentum": momentum}
 
 

@@ -3,18 +3,20 @@
 The costs are measured on the executor's own code path, not on a model of it: one worker
 (`executor.workers.Worker`, the one the runtime uses, with `torch.set_num_threads(threads_per_worker)` in its
 thread) trains the scenario's network on the scenario's batches and device, and its own spans give the
-times. Each layer's forward span covers reading the version, making leaves and running the block (plus the
-loss for the last block), its backward span one `autograd.grad` call, its update span the SGD step under the
-layer's lock. Updates are measured as the scenario's method pays them: in place for `sequential` (nothing
-else reads the version), as a new tensor for the pipelined methods (a pending forward usually has).
+times. The worker runs one batch's steps of the scenario's method (`Method.batch_steps`: every role's
+steps in turn), so each layer is updated where and as the method updates it. Each layer's forward span
+covers reading the version, making leaves and running the block (plus the loss for the last block), its
+backward span one `autograd.grad` call, its update span the SGD step under the layer's lock. Updates are
+measured as the scenario's method pays them: in place for a method with one worker (nothing else reads the
+version), as a new tensor for the others (a pending forward usually has).
 
 Each op's cost includes the gap before it on the worker's timeline (fetching the batch, Python between
 ops: the per-op overhead), so a batch's costs add up to its wall time; `LayerSamples.samples` keep the spans
 alone and `overhead` the gaps.
 
 The first `warmup` batches are dropped. For each layer and op the profile keeps every sample and writes the
-mean: op times are right-skewed, and the simulator's feasibility study (PLATFORM.md) found means measured on
-this code path predicted threaded runs better than medians. Medians are kept for the table.
+mean: op times are right-skewed, and the simulator's feasibility study (docs/platform.md) found means
+measured on this code path predicted threaded runs better than medians. Medians are kept for the table.
 
 `activation_bytes` and `param_bytes` are the runtime's own figures (`executor.networks`): what one batch keeps
 alive from a block's forward to its backward, and one version of its parameters.
@@ -23,8 +25,9 @@ alive from a block's forward to its backward, and one version of its parameters.
 backward thread share the device, as the pipelined methods make them. Alone, two independent copies of a
 network slow each other by a few percent; in the pipeline the forward reads parameters the other thread
 has just written and the backward frees activations the other thread allocated, and on the 2-core CPU
-machine the op times rise by 20-35% (benchmarks/fidelity.md). It takes the op times from a short async-lu
-1F+1B run instead.
+machine the op times rise by 20-35% (benchmarks/fidelity.md). It takes the op times from a short 1F+1B
+run instead: of the scenario's method when it hands batches from forward to backward workers, else of
+async-lu.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field, replace
 
 from executor.networks import block_names
 from executor.setup import make_context, make_setup
-from executor.workers import Worker
+from executor.workers import PendingBatch, Worker
 from pdasgd.scenario import Delays, Layer, Scenario
 
 OPS = ("forward", "backward", "update")
@@ -79,12 +82,14 @@ def measure(scenario: Scenario, batches: int = 30, warmup: int = 5) -> list[Laye
     if batches < 1 or warmup < 0:
         raise ValueError(f"profile: needs batches >= 1 and warmup >= 0, got {batches} and {warmup}")
     run = replace(scenario.run, batches=warmup + batches, warmup=0)
-    setup = make_setup(replace(scenario, run=run, delays=replace(scenario.delays, stragglers=())))
+    setup = make_setup(replace(scenario, run=run, delays=Delays()))  # one worker: no delay applies
+    alone = len(scenario.worker_names()) == 1
     for layer in setup.layers:
-        layer.in_place = layer.in_place and scenario.method == "sequential"
+        layer.in_place = layer.in_place and alone
     ctx = make_context(setup, threading.Event())
     errors: list[BaseException] = []
-    thread = threading.Thread(target=_train, args=(ctx, scenario.method, errors), name="pdasgd profile")
+    steps = tuple(scenario.definition.batch_steps(len(setup.layers), scenario.workers))
+    thread = threading.Thread(target=_train, args=(ctx, steps, errors), name="pdasgd profile")
     thread.start()
     thread.join()
     if errors:
@@ -111,11 +116,11 @@ def measure(scenario: Scenario, batches: int = 30, warmup: int = 5) -> list[Laye
     ]
 
 
-def _train(ctx, method: str, errors: list[BaseException]) -> None:
+def _train(ctx, steps: tuple, errors: list[BaseException]) -> None:
     try:
-        worker = Worker(ctx, "profile")
+        worker = Worker(ctx, "profile", steps)
         for batch in range(ctx.first, ctx.end):
-            worker.backward(worker.forward(batch), layerwise=method != "async-bu")
+            worker.run(PendingBatch(batch))
         ctx.clock.finish()
     except BaseException as error:  # re-raised by the caller's thread
         errors.append(error)
@@ -132,7 +137,7 @@ def measure_pipelined(
 
     pipeline = replace(
         scenario,
-        method="async-lu",
+        method=scenario.method if scenario.definition.windowed else "async-lu",
         workers=replace(scenario.workers, forward=1, backward=1, max_in_flight=4),
         delays=Delays(),
         run=replace(scenario.run, batches=warmup + batches, warmup=warmup),

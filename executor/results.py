@@ -69,7 +69,7 @@ def snapshot_pool(setup: Setup, count: int) -> list[list[tuple[torch.Tensor, ...
     if setup.device.type == "cuda":
         return []
     return [
-        [tuple(torch.zeros_like(t) for t in layer.current.tensors) for layer in setup.layers]
+        [tuple(torch.zeros_like(t) for t in layer.latest.tensors) for layer in setup.layers]
         for _ in range(count)
     ]
 
@@ -86,7 +86,7 @@ def take_snapshot(
         tensors = [layer.copy_tensors(target)[1] for layer, target in zip(setup.layers, targets, strict=True)]
         buffers = [buffer.clone() for buffer in setup.buffers]
         return Snapshot(completed, time_s, tensors, buffers)
-    versions = [layer.current for layer in setup.layers]
+    versions = [layer.latest for layer in setup.layers]
     # On CUDA, copy to the host so snapshots do not count in max_memory_allocated.
     tensors = []
     for version in versions:
@@ -114,7 +114,14 @@ def accuracy_curve(setup: Setup, curve: Curve) -> list[tuple[int, float, float]]
     return [(s.completed, s.time_s, evaluate_snapshot(setup, s)) for s in snapshots]
 
 
-def build_trace(setup: Setup, ctx: Context, peak_bytes: int, accuracy: float | None, **info) -> Trace:
+def build_trace(
+    setup: Setup,
+    ctx: Context,
+    peak_bytes: int,
+    accuracy: float | None,
+    sequential_batch_s: float | None = None,
+    **info,
+) -> Trace:
     scenario = setup.scenario
     ctx.clock.finish()
     spans = sorted((s for log in ctx.logs.values() for s in log.spans()), key=lambda s: (s.start_s, s.end_s))
@@ -127,6 +134,7 @@ def build_trace(setup: Setup, ctx: Context, peak_bytes: int, accuracy: float | N
         batches=ctx.progress.completed,
         warmup=scenario.run.warmup,
         device_slots=slots,
+        sequential_batch_s=sequential_batch_s,
         memory_peak_bytes=peak_bytes,
         accuracy=accuracy,
         info={

@@ -12,9 +12,11 @@ raises `NonFiniteLoss` (a ValueError) naming it. Ctrl-C stops the workers the sa
 own stop event: setting it stops the workers at once and `run` returns the partial result with
 `completed=False` (the run also sets it when it stops on an error or Ctrl-C).
 
-The executor runs sequential, async-lu, async-bu and hogwild on one device (the CPU or one GPU); it ignores
-`[[device]]`, `[placement]` and `delays.jitter_cv` (a real run has its own jitter). lapsgd, lppsgd and ddp
-need torch.distributed and come later.
+The threads are the method's workers (`pdasgd.methods`): each role's workers run the loop of its dispatch
+(`executor.workers`) over the role's steps. The executor runs every method whose definition names it in
+`engines` (sequential, async-lu, async-bu, hogwild, and variants defined as data) on one device (the CPU or
+one GPU); it ignores `[[device]]`, `[placement]` and `delays.jitter_cv` (a real run has its own noise; the
+timed network sleeps exact costs). lapsgd, lppsgd and ddp need torch.distributed and come later.
 """
 
 from __future__ import annotations
@@ -33,20 +35,11 @@ from executor import checkpoint as checkpoints
 from executor.links import Link, Stopped, Window
 from executor.results import Curve, RunResult, accuracy_curve, build_trace, snapshot_pool, take_snapshot
 from executor.setup import Setup, make_context, make_setup
-from executor.workers import (
-    Context,
-    Counter,
-    NonFiniteLoss,
-    Progress,
-    backward_worker,
-    forward_worker,
-    hogwild_worker,
-    sequential_worker,
-)
+from executor.workers import LOOPS, Completions, Context, NonFiniteLoss, RoleContext
 from pdasgd import metrics
-from pdasgd.scenario import ASYNC_METHODS, Delays, Scenario, ScenarioError
+from pdasgd.methods import MethodError
+from pdasgd.scenario import Delays, Scenario, ScenarioError
 
-EXECUTOR_METHODS = ("sequential", "async-lu", "async-bu", "hogwild")
 JOIN_S = 3.0  # how long a stopping run waits for its workers before it gives up on them
 POLL_S = 0.1
 
@@ -67,9 +60,10 @@ class RunInterrupted(KeyboardInterrupt):
         self.result = result
 
 
-def check_method(method: str) -> None:
-    if method not in EXECUTOR_METHODS:
-        raise ScenarioError(f"method {method}: not in the executor yet (simulator only)")
+def check_method(scenario: Scenario) -> None:
+    """ScenarioError unless the executor runs the scenario's method."""
+    if "executor" not in scenario.definition.engines:
+        raise ScenarioError(f"method {scenario.method}: not in the executor yet (simulator only)")
 
 
 def run(
@@ -89,7 +83,7 @@ def run(
     `gradient(i, m, version, grads)` calls from the workers. `baseline` first runs sequential on the same
     batches, which sets `sequential_batch_s` and so the summary's `speedup_vs_sequential`.
     """
-    check_method(scenario.method)
+    check_method(scenario)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every: must be >= 1, got {checkpoint_every}")
     sequential_s = sequential_batch_s(scenario) if baseline else None
@@ -102,11 +96,16 @@ def run(
     threads = [_thread(ctx, name, target, args, errors, wake) for name, target, args in _plan(scenario, ctx)]
     if setup.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(setup.device)
+    if ctx.delivery is not None:
+        ctx.delivery.thread.start()
     try:
         _supervise(threads, ctx, errors, wake, progress)
     except KeyboardInterrupt:
         _join(threads)
         raise RunInterrupted(_result(setup, ctx, curve, sequential_s, completed=False)) from None
+    finally:
+        if ctx.delivery is not None:
+            ctx.delivery.close()
     if errors:
         name, error = errors[0]
         if isinstance(error, NonFiniteLoss):
@@ -155,22 +154,23 @@ def _chain(first: Callable | None, second: Callable) -> Callable:
 
 
 def _plan(scenario: Scenario, ctx: Context) -> list[tuple[str, Callable, tuple]]:
-    """(worker name, loop, extra arguments) for each thread of the method."""
-    names, workers = scenario.worker_names(), scenario.workers
-    if scenario.method == "sequential":
-        return [(names[0], sequential_worker, ())]
-    if scenario.method in ASYNC_METHODS:
-        window = Window(workers.max_in_flight, ctx.first, ctx.stop)
-        link = Link(scenario.delays.handoff_s, ctx.stop, senders=workers.forward)
-        layerwise = scenario.method == "async-lu"
-        plan = [
-            (name, forward_worker, (index, workers.forward, window, link))
-            for index, name in enumerate(names[: workers.forward])
-        ]
-        plan += [(name, backward_worker, (window, link, layerwise)) for name in names[workers.forward :]]
-        return plan
-    counter = Counter(ctx.first, ctx.end)
-    return [(name, hogwild_worker, (slot, counter)) for slot, name in enumerate(names)]
+    """(worker name, loop, extra arguments) for each thread: every worker of every role of the method."""
+    method, workers = ctx.method, scenario.workers
+    try:
+        method.check(len(ctx.layers), workers)
+    except MethodError as error:
+        raise ScenarioError(f"method: {error}") from None
+    window = Window(workers.max_in_flight, ctx.first, ctx.stop) if method.windowed else None
+    sizes = [role.size(workers) for role in method.roles]
+    links = [Link(scenario.delays.handoff_s, ctx.stop, senders=size) for size in sizes[:-1]]
+    plan, slot = [], 0
+    for r, role in enumerate(method.roles):
+        source, sink = links[r - 1] if r else None, links[r] if r < len(links) else None
+        shared = RoleContext(ctx, role, sizes[r], window, [source, sink])
+        for index, name in enumerate(role.worker_names(workers)):
+            plan.append((name, LOOPS[role.dispatch], (shared, index, slot)))
+            slot += 1
+    return plan
 
 
 # --- supervision ----------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def _supervise(
     _join(threads)
 
 
-def _show(bar: tqdm, progress: Progress) -> None:
+def _show(bar: tqdm, progress: Completions) -> None:
     if progress.completed > bar.n:
         bar.update(progress.completed - bar.n)
         bar.set_postfix(loss=f"{progress.loss:.4g}", refresh=False)
@@ -254,13 +254,12 @@ def _result(
         peak = torch.cuda.max_memory_allocated(setup.device)
     else:
         peak = setup.meter.peak_bytes
-    trace = build_trace(setup, ctx, peak, points[-1][2], interrupted=not completed)
-    trace.sequential_batch_s = sequential_s
+    trace = build_trace(setup, ctx, peak, points[-1][2], sequential_s, interrupted=not completed)
     return RunResult(
         trace=trace,
         summary=metrics.summarize(trace),
         accuracy_curve=points,
-        parameters=[layer.current.tensors for layer in setup.layers],
+        parameters=[layer.latest.tensors for layer in setup.layers],
         buffers=[buffer.detach().clone() for buffer in setup.buffers],
         completed=completed,
     )

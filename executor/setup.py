@@ -23,7 +23,7 @@ from executor.memory import MemoryMeter
 from executor.networks import activation_bytes, build_network
 from executor.params import SGD, VersionedLayer
 from executor.timing import CudaStreams, make_clock
-from executor.workers import Context, Progress
+from executor.workers import Completions, Context, Delivery
 from pdasgd.scenario import Scenario
 
 
@@ -105,6 +105,8 @@ def make_context(setup: Setup, stop: threading.Event, probe: object | None = Non
     scenario = setup.scenario
     stream = batch_stream(setup.dataset, scenario.train.batch_size, scenario.run.seed)
     return Context(
+        method=scenario.definition,
+        workers=scenario.workers,
         blocks=setup.blocks,
         layers=setup.layers,
         source=BatchSource(stream, setup.first, setup.device),
@@ -116,19 +118,19 @@ def make_context(setup: Setup, stop: threading.Event, probe: object | None = Non
         end=scenario.run.batches,
         threads=scenario.train.threads_per_worker,
         device=str(setup.device) if setup.device.type == "cuda" else "cpu",
-        progress=Progress(setup.first),
+        progress=Completions(setup.first),
         streams=_streams(setup),
         stragglers={s.worker: s for s in scenario.delays.stragglers},
-        update_delay_s=scenario.delays.update_s,
+        delivery=Delivery(scenario.delays.visibility_s, stop) if scenario.delays.visibility_s > 0 else None,
         probe=probe,
     )
 
 
 def _streams(setup: Setup) -> CudaStreams | None:
-    """On CUDA, a stream per batch in flight (async), per worker (hogwild) or one (sequential)."""
+    """On CUDA, a stream per batch in flight (methods with a hand-off) or per worker (the others)."""
     if setup.device.type != "cuda":
         return None
     scenario = setup.scenario
-    workers = scenario.workers
-    count = {"sequential": 1, "hogwild": workers.replicas * workers.per_replica}
-    return CudaStreams(setup.device, count.get(scenario.method, workers.max_in_flight))
+    method = scenario.definition
+    count = scenario.workers.max_in_flight if method.windowed else len(scenario.worker_names())
+    return CudaStreams(setup.device, count)

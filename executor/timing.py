@@ -1,4 +1,5 @@
-"""Timing spans on the CPU (perf_counter) and on CUDA (events on the worker's stream), and CUDA streams.
+"""Timing spans on the CPU (perf_counter) and on CUDA (events on the worker's stream), CUDA streams, and
+waiting or computing for an exact time.
 
 A worker records `(op, batch, layer, start, end, version)` rows in its own `SpanLog` (no lock) with stamps
 from the run's clock; the runtime turns every row into a `pdasgd.trace.Span` after the run, in seconds from
@@ -16,11 +17,18 @@ backward and updates all run there, and batches overlap on the GPU. A version ma
 another is ordered by its `ready` event, and `record_stream` keeps the caching allocator from reusing its
 memory while the reading stream may still use it. Hogwild workers and the sequential worker each use one
 stream of their own. The CUDA path cannot run in CI (no GPU); its tests are marked `gpu`.
+
+`burn(seconds)` keeps a core busy for that long (a busy straggler, which holds its device in the simulator
+too); `burn(seconds, sleep=True)` waits that long without a core (the timed network's ops). `time.sleep`
+overshoots by 100-200 us on these machines (timer slack, a virtual machine), 2-4% of a 5 ms op, so the wait
+sleeps until 0.4 ms before its deadline and then yields the core in a loop until the deadline: within a few
+microseconds, holding the GIL only between yields (docs/platform.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +37,23 @@ import torch
 
 from executor.params import Version
 from pdasgd.trace import Span
+
+SPIN_S = 0.0004  # the last part of a wait, spent yielding instead of sleeping
+
+
+def burn(seconds: float, sleep: bool = False) -> None:
+    """Spend `seconds`: computing on this core, or (`sleep`) waiting without it, to within microseconds."""
+    deadline = time.perf_counter() + seconds
+    if not sleep:
+        work = torch.ones(64, 64)
+        while time.perf_counter() < deadline:
+            torch.mm(work, work)  # releases the GIL: other threads run meanwhile, this core stays busy
+        return
+    rest_s = seconds - SPIN_S
+    if rest_s > 0:
+        time.sleep(rest_s)
+    while time.perf_counter() < deadline:
+        os.sched_yield()
 
 
 class CpuClock:

@@ -1,27 +1,39 @@
-"""The workers of each method, as straight-line loops over batches.
+"""The workers of every method: loops over batches that run the method's per-batch steps.
 
-- sequential (`worker:0`): forward all blocks, then backward from the output block down with each layer's
-  update right after its gradient; then the next batch.
-- async-lu / async-bu: forward workers (`forward:f`) take batches i with i mod n_f = f, wait for the
-  in-flight window, run the forward and put the batch on the hand-off link. Backward workers
-  (`backward:j`) take batches first in, first out, and walk the blocks from the output down: async-lu
-  updates layer m as soon as its gradient exists; async-bu updates every layer after the whole backward.
-- hogwild (`worker:w`): each worker takes the next batch number, runs forward, backward and then the updates
-  of all layers, without waiting for any other worker. Each layer's update is an atomic publish under
-  that layer's lock (held for one tensor op), so no update is lost and versions count every update.
+A method is data (`pdasgd.methods`): roles, how each gets its batches, and each role's steps `F m`, `B m`,
+`U m`, `P m`. A `Worker` runs its role's steps on a `PendingBatch`, one small action per step, so a method
+defined only as data runs here unchanged:
 
-Every op is a span: forward (version read), backward, update (version just before it), and `wait` for the
-injected delays (stragglers, `delays.update_s`). A straggler `Straggler(worker, every, extra_s)` sleeps
-`extra_s` before every `every`-th batch its worker handles. `delays.update_s` is the latency between a
-layer's gradient and its update becoming visible: the updating worker waits it out (a `wait` span) before
-taking the layer's lock, so updates are never lost and readers see the old version meanwhile.
+- `F m`: read layer m's current version (counted until its backward), run block m on leaves of it; after
+  the last block, the loss;
+- `B m`: one `autograd.grad` call from block m's output back to its leaves and input; the version read is
+  released;
+- `U m`: SGD on layer m's latest version (`executor.params`), published at once unless a later `P m` step
+  publishes it;
+- `P m`: publish the update of layer m this batch applied.
+
+With `delays.visibility_s` > 0 every publication goes through the `Delivery` thread instead, which makes the
+version visible that much later; the worker does not wait.
+
+The loops (`Dispatch`): round-robin workers take batches i with i mod n = their index; hand-off workers take
+batches from the `Link` first in, first out; counter workers take the next number of a shared `Counter`.
+In a method with two roles the first role's batch i waits for the window (batch i - max_in_flight finished)
+and is put on the link; the last role finishes each batch. Hogwild-style workers on one shared copy never
+wait for each other: each layer's update is an atomic publish under that layer's lock (held for one tensor
+op), so no update is lost and versions count every update.
+
+Every op is a span: forward (version read), backward, update (version just before it). A `sleep` straggler
+`Straggler(worker, every, extra_s, "sleep")` sleeps `extra_s` before every `every`-th batch its worker
+handles (a `wait` span); a `busy` one computes for `extra_s` inside that batch's first op on the worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +42,11 @@ import torch
 from torch import nn
 
 from executor.blocks import Replica, backward_block, block_input, loss_of, owned
-from executor.links import BatchSource, Link, Window, check
+from executor.links import BatchSource, Window, check
 from executor.memory import MemoryMeter
-from executor.params import VersionedLayer
-from executor.timing import CpuClock, CudaStreams, SpanLog
+from executor.params import Version, VersionedLayer
+from executor.timing import CpuClock, CudaStreams, SpanLog, burn
+from pdasgd.methods import BACKWARD, FORWARD, PUBLISH, UPDATE, Dispatch, Method, Role, Step
 from pdasgd.scenario import Straggler
 
 
@@ -42,7 +55,7 @@ class NonFiniteLoss(ValueError):
 
 
 @dataclass
-class Progress:
+class Completions:
     """Batches finished so far and the latest loss, shared by the workers and the main thread."""
 
     first: int
@@ -66,10 +79,51 @@ class Progress:
             return self.completed
 
 
+class Delivery:
+    """Publishes versions `delay_s` after they are handed in, from a thread of its own (the update-
+    visibility delay: readers see an update that much later; the updating worker goes on at once)."""
+
+    def __init__(self, delay_s: float, stop: threading.Event) -> None:
+        self.delay_s = delay_s
+        self.stop = stop
+        self._due: list[tuple[float, int, VersionedLayer, Version]] = []
+        self._count = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self.thread = threading.Thread(target=self._run, name="pdasgd delivery", daemon=True)
+
+    def publish(self, layer: VersionedLayer, version: Version) -> None:
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._due, (time.perf_counter() + self.delay_s, self._count, layer, version))
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Publish what is left now and end the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self.thread.join()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if self._due and (self._closed or self._due[0][0] <= time.perf_counter()):
+                    _, _, layer, version = heapq.heappop(self._due)
+                    layer.publish(version)
+                elif self._closed or self.stop.is_set():
+                    return
+                else:
+                    wait_s = self._due[0][0] - time.perf_counter() if self._due else 0.05
+                    self._cond.wait(min(max(wait_s, 0.0), 0.05))
+
+
 @dataclass
 class Context:
     """Everything the workers of one run share."""
 
+    method: Method
+    workers: Any  # the scenario's [workers] (pdasgd.scenario.Workers)
     blocks: list[nn.Module]
     layers: list[VersionedLayer]
     source: BatchSource
@@ -81,28 +135,36 @@ class Context:
     end: int
     threads: int
     device: str
-    progress: Progress
+    progress: Completions
     streams: CudaStreams | None = None
     stragglers: dict[str, Straggler] = field(default_factory=dict)
-    update_delay_s: float = 0.0
+    delivery: Delivery | None = None
     probe: Any = None
     on_finish: Callable[[int, int], None] | None = None  # (batch, completed count)
     logs: dict[str, SpanLog] = field(default_factory=dict)
 
 
 @dataclass
-class InFlight:
-    """A batch between its forward and its backward: per block (input, leaves, output, version read)."""
+class PendingBatch:
+    """One batch on its way through the steps: the activation going forward, per layer what its backward
+    needs (input, leaves, output, version read), the gradient coming back, and unpublished updates."""
 
     index: int
-    saved: list[tuple | None]
+    x: Any = None
+    y: Any = None
+    saved: dict[int, tuple] = field(default_factory=dict)
+    grad: Any = None
+    grads: dict[int, tuple[list[torch.Tensor], list[bool]]] = field(default_factory=dict)
+    applied: dict[int, Version] = field(default_factory=dict)
+    loss: float = math.nan
+    busy_s: float = 0.0  # a busy straggler's time, spent in the first op
 
 
 class Worker:
-    """One thread's state: its name, span log, module replica and handled-batch count."""
+    """One thread's state: its name, span log, module replica, its steps and handled-batch count."""
 
-    def __init__(self, ctx: Context, name: str) -> None:
-        torch.set_num_threads(ctx.threads)  # per thread (PLATFORM.md)
+    def __init__(self, ctx: Context, name: str, steps: tuple[Step, ...] = ()) -> None:
+        torch.set_num_threads(ctx.threads)  # per thread (docs/platform.md)
         self.ctx = ctx
         self.name = name
         self.log = SpanLog(name, ctx.device, ctx.clock)
@@ -110,80 +172,104 @@ class Worker:
         self.replica = Replica(ctx.blocks)
         self.handled = 0
         self.straggler = ctx.stragglers.get(name)
+        self.actions = self.compile(steps)
+        self.top = len(ctx.layers) - 1
 
-    def straggle(self, batch: int) -> None:
-        """Count one more batch; sleep if this worker is a straggler and the count calls for it."""
+    def compile(self, steps: tuple[Step, ...]) -> list[tuple[Callable, int, bool]]:
+        """(action, layer, publish at once) per step; an update defers to a later publish of its layer."""
+        later = {step.layer for step in steps if step.op == PUBLISH}
+        kinds = {FORWARD: self.forward, BACKWARD: self.backward, UPDATE: self.update, PUBLISH: self.publish}
+        return [(kinds[step.op], step.layer, step.layer not in later) for step in steps]
+
+    def run(self, item: PendingBatch) -> None:
+        stop = self.ctx.stop
+        for action, layer, at_once in self.actions:
+            check(stop)
+            action(item, layer, at_once)
+
+    def straggle(self, item: PendingBatch) -> None:
+        """Count one more batch; when this worker straggles on it, sleep now or owe busy time to its op."""
         self.handled += 1
         straggler = self.straggler
-        if straggler and self.handled % straggler.every == 0:
-            start = self.ctx.clock.stamp()
-            if self.ctx.stop.wait(straggler.extra_s):
-                check(self.ctx.stop)
-            self.log.add("wait", batch, None, start, self.ctx.clock.stamp())
+        if not straggler or self.handled % straggler.every:
+            return
+        if straggler.kind == "busy":
+            item.busy_s = straggler.extra_s
+            return
+        start = self.ctx.clock.stamp()
+        if self.ctx.stop.wait(straggler.extra_s):
+            check(self.ctx.stop)
+        self.log.add("wait", item.index, None, start, self.ctx.clock.stamp())
 
-    def forward(self, batch: int) -> InFlight:
-        ctx, stamp, streams = self.ctx, self.ctx.clock.stamp, self.ctx.streams
-        x, y = ctx.source.get(batch)
+    def _owed(self, item: PendingBatch) -> None:
+        if item.busy_s:
+            burn(item.busy_s)
+            item.busy_s = 0.0
+
+    def forward(self, item: PendingBatch, m: int, _: bool = True) -> None:
+        ctx, stamp = self.ctx, self.ctx.clock.stamp
+        start = stamp()
+        self._owed(item)
+        if m == 0:
+            item.x, item.y = ctx.source.get(item.index)
+            if ctx.probe:
+                ctx.probe.batch(item.index, item.x, item.y)
+        layer = ctx.layers[m]
+        version = layer.read()
+        if ctx.streams:
+            ctx.streams.wait_version(version)
+        ctx.meter.add(ctx.activation_bytes[m])
+        x_in = block_input(item.x, m)
+        leaves, out = self.replica.forward(m, x_in, version.tensors)
+        if m == self.top:
+            out = loss_of(out, item.y)
+        item.x = out
+        self.log.add("forward", item.index, m, start, stamp(), version.number)
+        item.saved[m] = (x_in, leaves, out, version.number)
         if ctx.probe:
-            ctx.probe.batch(batch, x, y)
-        saved: list[tuple | None] = []
-        top = len(ctx.layers) - 1
-        for m, layer in enumerate(ctx.layers):
-            check(ctx.stop)
-            start = stamp()
-            version = layer.read()
-            if streams:
-                streams.wait_version(version)
-            ctx.meter.add(ctx.activation_bytes[m])
-            x_in = block_input(x, m)
-            leaves, x = self.replica.forward(m, x_in, version.tensors)
-            if m == top:
-                x = loss_of(x, y)
-            self.log.add("forward", batch, m, start, stamp(), version.number)
-            saved.append((x_in, leaves, x, version.number))
-            if ctx.probe:
-                ctx.probe.read(batch, m, version.number, version.tensors)
-        return InFlight(batch, saved)
+            ctx.probe.read(item.index, m, version.number, version.tensors)
 
-    def backward(self, item: InFlight, layerwise: bool) -> float:
-        """Backward from the loss down; updates layer by layer (`layerwise`) or all at the end."""
+    def backward(self, item: PendingBatch, m: int, _: bool = True) -> None:
         ctx, stamp = self.ctx, self.ctx.clock.stamp
-        loss = float(item.saved[-1][2].detach())
-        if not math.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss} at batch {item.index} (try a lower train.lr)")
-        grad = None
-        pending = []
-        for m in range(len(ctx.layers) - 1, -1, -1):
-            check(ctx.stop)
-            x_in, leaves, output, number = item.saved[m]
-            item.saved[m] = None
-            start = stamp()
-            grads, grad = backward_block(output, grad, leaves, x_in)
-            self.log.add("backward", item.index, m, start, stamp())
-            mine = owned(grads, grad)
-            del x_in, leaves, output
-            ctx.layers[m].release(number)
-            ctx.meter.sub(ctx.activation_bytes[m])
-            if ctx.probe:
-                ctx.probe.gradient(item.index, m, number, grads)
-            if layerwise:
-                self.update(item.index, m, grads, mine)
-            else:
-                pending.append((m, grads, mine))
-        for m, grads, mine in pending:
-            self.update(item.index, m, grads, mine)
-        return loss
+        x_in, leaves, output, number = item.saved.pop(m)
+        if m == self.top:
+            item.x = None
+            item.loss = float(output.detach())
+            if not math.isfinite(item.loss):
+                raise NonFiniteLoss(f"loss is {item.loss} at batch {item.index} (try a lower train.lr)")
+        start = stamp()
+        self._owed(item)
+        grads, item.grad = backward_block(output, item.grad, leaves, x_in)
+        self.log.add("backward", item.index, m, start, stamp())
+        item.grads[m] = (grads, owned(grads, item.grad))
+        del x_in, leaves, output
+        ctx.layers[m].release(number)
+        ctx.meter.sub(ctx.activation_bytes[m])
+        if ctx.probe:
+            ctx.probe.gradient(item.index, m, number, grads)
 
-    def update(self, batch: int, m: int, grads: list[torch.Tensor], mine: list[bool]) -> None:
+    def update(self, item: PendingBatch, m: int, at_once: bool) -> None:
         ctx, stamp = self.ctx, self.ctx.clock.stamp
-        if ctx.update_delay_s:
-            start = stamp()
-            if ctx.stop.wait(ctx.update_delay_s):
-                check(ctx.stop)
-            self.log.add("wait", batch, m, start, stamp())
+        grads, mine = item.grads.pop(m)
+        cost_s = getattr(ctx.blocks[m], "update_cost_s", 0.0)  # the timed network's update time
+        start = stamp()
+        if cost_s:
+            burn(cost_s, sleep=True)
         sync = ctx.streams.sync() if ctx.streams else None
-        before, start, end = ctx.layers[m].apply(grads, sync, stamp, mine)
-        self.log.add("update", batch, m, start, end, before)
+        direct = at_once and ctx.delivery is None
+        version, before, applied_start, end = ctx.layers[m].apply(grads, sync, stamp, mine, publish=direct)
+        self.log.add("update", item.index, m, start if cost_s else applied_start, end, before)
+        if at_once and not direct:
+            ctx.delivery.publish(ctx.layers[m], version)
+        elif not at_once:
+            item.applied[m] = version
+
+    def publish(self, item: PendingBatch, m: int, _: bool = True) -> None:
+        version, layer = item.applied.pop(m), self.ctx.layers[m]
+        if self.ctx.delivery is not None:
+            self.ctx.delivery.publish(layer, version)
+        else:
+            layer.publish(version)
 
     def finish(self, batch: int, loss: float) -> None:
         completed = self.ctx.progress.finish(batch, loss)
@@ -191,39 +277,8 @@ class Worker:
             self.ctx.on_finish(batch, completed)
 
 
-def sequential_worker(ctx: Context, name: str) -> None:
-    worker = Worker(ctx, name)
-    for batch in range(ctx.first, ctx.end):
-        with _on_stream(ctx, 0):
-            worker.straggle(batch)
-            loss = worker.backward(worker.forward(batch), layerwise=True)
-        worker.finish(batch, loss)
-
-
-def forward_worker(ctx: Context, name: str, index: int, count: int, window: Window, link: Link) -> None:
-    worker = Worker(ctx, name)
-    for batch in range(ctx.first, ctx.end):
-        if batch % count != index:
-            continue
-        window.enter(batch)
-        with _on_stream(ctx, batch):
-            worker.straggle(batch)
-            link.put(worker.forward(batch))
-    link.close()
-
-
-def backward_worker(ctx: Context, name: str, window: Window, link: Link, layerwise: bool) -> None:
-    worker = Worker(ctx, name)
-    while (item := link.get()) is not None:
-        with _on_stream(ctx, item.index):
-            worker.straggle(item.index)
-            loss = worker.backward(item, layerwise)
-        window.finish(item.index)
-        worker.finish(item.index, loss)
-
-
 class Counter:
-    """Hands out batch numbers first to last to whichever hogwild worker asks."""
+    """Hands out batch numbers first to last to whichever worker asks."""
 
     def __init__(self, first: int, end: int) -> None:
         self._next = first
@@ -238,13 +293,64 @@ class Counter:
             return self._next - 1
 
 
-def hogwild_worker(ctx: Context, name: str, slot: int, counter: Counter) -> None:
-    worker = Worker(ctx, name)
-    while (batch := counter.take()) is not None:
-        with _on_stream(ctx, slot):
-            worker.straggle(batch)
-            loss = worker.backward(worker.forward(batch), layerwise=False)
-        worker.finish(batch, loss)
+class RoleContext:
+    """What the workers of one role share: the window and link around them, their counter."""
+
+    def __init__(self, ctx: Context, role: Role, count: int, window: Window | None, links: list) -> None:
+        self.role = role
+        self.count = count
+        self.window = window
+        self.source, self.sink = links  # the link batches come from, and the one they go to (or None)
+        self.counter = Counter(ctx.first, ctx.end) if role.dispatch is Dispatch.COUNTER else None
+
+    def done(self, worker: Worker, item: PendingBatch) -> None:
+        if self.sink is not None:
+            self.sink.put(item)
+            return
+        if self.window is not None:
+            self.window.finish(item.index)
+        worker.finish(item.index, item.loss)
+
+
+def round_robin_worker(ctx: Context, name: str, role: RoleContext, index: int, slot: int) -> None:
+    worker = Worker(ctx, name, role.role.steps(len(ctx.layers), index, ctx.workers))
+    gated = role.sink is not None and role.window is not None
+    for batch in range(ctx.first, ctx.end):
+        if batch % role.count != index:
+            continue
+        if gated:
+            role.window.enter(batch)
+        _one(ctx, worker, role, PendingBatch(batch), slot)
+    if role.sink is not None:
+        role.sink.close()
+
+
+def handoff_worker(ctx: Context, name: str, role: RoleContext, index: int, slot: int) -> None:
+    worker = Worker(ctx, name, role.role.steps(len(ctx.layers), index, ctx.workers))
+    while (item := role.source.get()) is not None:
+        _one(ctx, worker, role, item, slot)
+
+
+def counter_worker(ctx: Context, name: str, role: RoleContext, index: int, slot: int) -> None:
+    worker = Worker(ctx, name, role.role.steps(len(ctx.layers), index, ctx.workers))
+    while (batch := role.counter.take()) is not None:
+        _one(ctx, worker, role, PendingBatch(batch), slot)
+
+
+def _one(ctx: Context, worker: Worker, role: RoleContext, item: PendingBatch, slot: int) -> None:
+    """One batch of one worker, on its CUDA stream (a stream per batch in flight for two-role methods)."""
+    stream = item.index if ctx.method.windowed else slot
+    with _on_stream(ctx, stream):
+        worker.straggle(item)
+        worker.run(item)
+    role.done(worker, item)
+
+
+LOOPS = {
+    Dispatch.ROUND_ROBIN: round_robin_worker,
+    Dispatch.HANDOFF: handoff_worker,
+    Dispatch.COUNTER: counter_worker,
+}
 
 
 def _on_stream(ctx: Context, slot: int) -> contextlib.AbstractContextManager:

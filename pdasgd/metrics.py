@@ -1,7 +1,10 @@
 """Metrics: the one analysis path from a Trace to the numbers a user sees.
 
-Whatever produced a trace (simulator or executor), `summarize` turns it into the summary of DESIGN.md with
-stable keys. Definitions (shared with the theory):
+Whatever produced a trace (simulator or executor), `summarize(trace, sequential_batch_s=...)` turns it into a
+`Summary`, whose `to_dict()` has the stable keys every command prints with `--json` (docs/design.md). The
+simulator's fast path builds the same `Summary` from arrays through `build_summary`, the one place the
+derived figures (throughput, speed-up, staleness means and maxima) are computed. Definitions (shared with
+the theory):
 
 - A batch completes at the latest end of any of its spans. Steady-state throughput counts the batches
   after the first `warmup` completions: (completed - warmup) / (last completion - warmup-th completion);
@@ -19,25 +22,93 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
 from pdasgd.trace import Trace
 
-SUMMARY_KEYS = (
-    "source",
-    "method",
-    "batches",
-    "makespan_s",
-    "throughput_batches_per_s",
-    "speedup_vs_sequential",
-    "staleness",
-    "time_staleness_s",
-    "utilization",
-    "memory_peak_bytes",
-    "accuracy",
-)
+
+@dataclass(frozen=True)
+class Staleness:
+    """Version staleness over the steady-state batches: overall and per layer (input layer first)."""
+
+    mean: float
+    max: int
+    per_layer_mean: list[float]
+    per_layer_max: list[int]
+
+    @classmethod
+    def from_counts(cls, sums: list[int], counts: list[int], maxima: list[int]) -> Staleness:
+        """From each layer's sum of samples, number of samples and largest sample."""
+        total, samples = sum(sums), sum(counts)
+        return cls(
+            mean=float(total) / samples if samples else 0.0,
+            max=max(maxima, default=0),
+            per_layer_mean=[float(s) / c if c else 0.0 for s, c in zip(sums, counts, strict=True)],
+            per_layer_max=list(maxima),
+        )
+
+
+@dataclass(frozen=True)
+class TimeStaleness:
+    per_layer_mean: list[float]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a trace says, in the stable keys of `--json` (`to_dict`)."""
+
+    source: str
+    method: str
+    batches: int
+    makespan_s: float
+    throughput_batches_per_s: float
+    speedup_vs_sequential: float | None
+    staleness: Staleness
+    time_staleness_s: TimeStaleness
+    utilization: dict[str, float]
+    memory_peak_bytes: int | None
+    accuracy: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SUMMARY_KEYS = tuple(f.name for f in fields(Summary))
+
+
+def build_summary(
+    trace_meta: Trace | dict,
+    batches: int,
+    makespan: float,
+    per_batch_s: float,
+    sequential_batch_s: float | None,
+    staleness: Staleness,
+    time_staleness: list[float],
+    utilization_: dict[str, float],
+    memory_peak_bytes: int | None,
+) -> Summary:
+    """A Summary from measured parts; `trace_meta` gives source, method and accuracy (a Trace or the
+    fast path's metadata dict)."""
+    get = trace_meta.get if isinstance(trace_meta, dict) else lambda key: getattr(trace_meta, key)
+    throughput = rate(per_batch_s)
+    speedup = None
+    if sequential_batch_s is not None and math.isfinite(throughput):
+        speedup = sequential_batch_s * throughput
+    return Summary(
+        source=get("source"),
+        method=get("method"),
+        batches=batches,
+        makespan_s=makespan,
+        throughput_batches_per_s=throughput,
+        speedup_vs_sequential=speedup,
+        staleness=staleness,
+        time_staleness_s=TimeStaleness(time_staleness),
+        utilization=utilization_,
+        memory_peak_bytes=memory_peak_bytes,
+        accuracy=get("accuracy"),
+    )
 
 
 @dataclass(frozen=True)
@@ -61,6 +132,10 @@ class StalenessTable:
 
     def max(self) -> int:
         return max(self.per_layer_max(), default=0)
+
+    def summary(self) -> Staleness:
+        sums = [sum(samples) for samples in self.versions]
+        return Staleness.from_counts(sums, [len(samples) for samples in self.versions], self.per_layer_max())
 
 
 def _mean(values: list) -> float:
@@ -97,9 +172,13 @@ def steady_time_per_batch_s(trace: Trace) -> float:
     return (finishes[-1] - start_s) / counted
 
 
-def throughput_batches_per_s(trace: Trace) -> float:
-    per_batch_s = steady_time_per_batch_s(trace)
+def rate(per_batch_s: float) -> float:
+    """Batches per second from seconds per batch (inf when no time passes)."""
     return 1.0 / per_batch_s if per_batch_s > 0 else math.inf
+
+
+def throughput_batches_per_s(trace: Trace) -> float:
+    return rate(steady_time_per_batch_s(trace))
 
 
 def staleness_table(trace: Trace) -> StalenessTable:
@@ -158,28 +237,20 @@ def busy_slot_s(intervals: list[tuple[float, float]], slots: int) -> float:
     return float(np.sum(np.minimum(level[:-1], slots) * np.diff(times)))
 
 
-def summarize(trace: Trace) -> dict:
-    """The summary dict of DESIGN.md (the keys in SUMMARY_KEYS, in that order)."""
+def summarize(trace: Trace, sequential_batch_s: float | None = None) -> Summary:
+    """The Summary of `trace`; `sequential_batch_s` (default: the trace's own) is the time per batch of
+    plain sequential backprop that `speedup_vs_sequential` divides by the steady-state time per batch."""
     table = staleness_table(trace)
-    throughput = throughput_batches_per_s(trace)
-    speedup = None
-    if trace.sequential_batch_s is not None and math.isfinite(throughput):
-        speedup = trace.sequential_batch_s * throughput
-    return {
-        "source": trace.source,
-        "method": trace.method,
-        "batches": len(completion_times(trace)),
-        "makespan_s": makespan_s(trace),
-        "throughput_batches_per_s": throughput,
-        "speedup_vs_sequential": speedup,
-        "staleness": {
-            "mean": table.mean(),
-            "max": table.max(),
-            "per_layer_mean": table.per_layer_mean(),
-            "per_layer_max": table.per_layer_max(),
-        },
-        "time_staleness_s": {"per_layer_mean": table.time_per_layer_mean()},
-        "utilization": utilization(trace),
-        "memory_peak_bytes": trace.memory_peak_bytes,
-        "accuracy": trace.accuracy,
-    }
+    if sequential_batch_s is None:
+        sequential_batch_s = trace.sequential_batch_s
+    return build_summary(
+        trace,
+        batches=len(completion_times(trace)),
+        makespan=makespan_s(trace),
+        per_batch_s=steady_time_per_batch_s(trace),
+        sequential_batch_s=sequential_batch_s,
+        staleness=table.summary(),
+        time_staleness=table.time_per_layer_mean(),
+        utilization_=utilization(trace),
+        memory_peak_bytes=trace.memory_peak_bytes,
+    )

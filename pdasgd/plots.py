@@ -3,7 +3,7 @@
 - `gantt(trace, path)`: a timeline in the spirit of the paper's Figure 1: one row per worker, forward and
   backward work coloured per batch (forward light, backward dark, labelled F3 / B3 where there is room),
   updates marked by ticks, waits and all-reduces in grey and purple; idle time is the white space.
-- `staleness_plot({label: summary or trace}, path)`: per-layer version staleness (mean, and max dashed) and
+- `staleness_plot({label: Summary or Trace}, path)`: per-layer version staleness (mean, and max dashed) and
   time staleness, input layer on the left; typically async-lu against async-bu.
 
 Both take what `pdasgd.trace` and `pdasgd.metrics` define, never engine internals. matplotlib is imported
@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pdasgd.io import atomic_write_bytes
-from pdasgd.metrics import summarize
+from pdasgd.methods import worker_order
+from pdasgd.metrics import Summary, summarize
 from pdasgd.trace import Span, Trace
 
 DEFAULT_GANTT_BATCHES = 12
@@ -35,7 +36,7 @@ def gantt(
 ) -> Path:
     """Draw the first `batches` batches (None: all) of `trace` as a Gantt chart PNG at `path`."""
     spans = _window(trace, batches)
-    workers = sorted(trace.workers(), key=_worker_order)
+    workers = worker_order(trace.method, trace.workers())
     figure, axes = _figure(width=11, height=1.2 + 0.55 * max(1, len(workers)))
     rows = {worker: row for row, worker in enumerate(workers)}
     _draw_work(axes, spans, rows)
@@ -49,13 +50,6 @@ def gantt(
     axes.grid(axis="x", alpha=0.3)
     axes.legend(handles=_legend_handles(), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     return _save(figure, path)
-
-
-def _worker_order(name: str) -> tuple[int, int, str]:
-    """forward:* first, then backward:*, then the rest, each by number: `forward:0, forward:1, backward:0`."""
-    role, _, number = name.partition(":")
-    rank = {"forward": 0, "backward": 1}.get(role, 2)
-    return rank, int(number) if number.isdigit() else 0, name
 
 
 def _window(trace: Trace, batches: int | None) -> list[Span]:
@@ -142,29 +136,27 @@ def _legend_handles() -> list:
 
 
 def staleness_plot(
-    runs: Mapping[str, dict | Trace],
+    runs: Mapping[str, Summary | Trace],
     path: str | os.PathLike,
     title: str | None = None,
 ) -> Path:
-    """Per-layer staleness of each run (a summary dict or a Trace), one line per label."""
+    """Per-layer staleness of each run (a Summary or a Trace), one line per label."""
     figure, (versions, times) = _figure(width=11, height=4.2, columns=2)
     for index, (label, run) in enumerate(runs.items()):
         summary = summarize(run) if isinstance(run, Trace) else run
-        mean = summary["staleness"]["per_layer_mean"]
+        mean = summary.staleness.per_layer_mean
         colour = f"C{index}"
         layers = range(len(mean))
         versions.plot(layers, mean, marker="o", color=colour, label=f"{label} mean")
         versions.plot(
             layers,
-            summary["staleness"]["per_layer_max"],
+            summary.staleness.per_layer_max,
             linestyle="--",
             color=colour,
             alpha=0.7,
             label=f"{label} max",
         )
-        times.plot(
-            layers, summary["time_staleness_s"]["per_layer_mean"], marker="o", color=colour, label=label
-        )
+        times.plot(layers, summary.time_staleness_s.per_layer_mean, marker="o", color=colour, label=label)
     versions.set_ylabel("version staleness (updates)")
     times.set_ylabel("time staleness (s)")
     for axes in (versions, times):

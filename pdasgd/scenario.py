@@ -5,8 +5,10 @@ A scenario says what to schedule (method, layer costs, workers, devices, delays)
 saves it. Resolving fills every default and turns the uniform model (`layers`, `forward_s`, `beta`) into
 explicit layers, so engines only ever see `Scenario.model.layers`.
 
-Every bad input raises `ScenarioError` with one line that names the field and the problem, e.g.
-`workers.backward: must be >= 1, got 0`. The format is documented in README.md and DESIGN.md.
+Every key's default and check live once, on the dataclasses below (`setting`); the parser reads them from
+there. Every bad input raises `ScenarioError` with one line that names the field and the problem, e.g.
+`workers.backward: must be >= 1, got 0`. A key that was renamed names its replacement. The format is
+documented in README.md and docs/design.md; the method names come from `pdasgd.methods`.
 """
 
 from __future__ import annotations
@@ -15,35 +17,97 @@ import copy
 import math
 import os
 import tomllib
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pdasgd import methods
 from pdasgd.io import atomic_write_text
 from pdasgd.tomlwrite import dumps as toml_dumps
 
-METHODS = ("sequential", "async-lu", "async-bu", "hogwild", "lapsgd", "lppsgd", "ddp")
-ASYNC_METHODS = ("async-lu", "async-bu")
-REPLICATED_METHODS = ("hogwild", "lapsgd", "lppsgd", "ddp")
-NETWORKS = ("mlp", "resnet", "lstm")
+NETWORKS = ("mlp", "resnet", "lstm", "timed")
 DATASETS = ("synthetic", "digits", "mnist")
+STRAGGLER_KINDS = ("sleep", "busy")
+RENAMED = {
+    "delays.update_s": "delays.visibility_s (the delay before an update becomes visible to readers; "
+    "a layer's update cost is model.update_s)",
+}
 
 
 class ScenarioError(ValueError):
     """A scenario (file, table or override) is invalid; the message names the field."""
 
 
+Check = Callable[[Any], str | None]
+
+
+def setting(default: Any = MISSING, check: Check | None = None) -> Any:
+    """A scenario key: its default (none: required) and the check its value must pass."""
+    return field(default=default, metadata={"check": check})
+
+
+def _at_least(low: float) -> Check:
+    return lambda value: None if value >= low else f"must be >= {low}, got {value}"
+
+
+def _choice(options: tuple[str, ...]) -> Check:
+    return lambda value: None if value in options else f"must be one of {', '.join(options)}; got {value!r}"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"must be > 0, got {value}"
+
+
+def _below_one(value: float) -> str | None:
+    return None if 0 <= value < 1 else f"must be >= 0 and < 1, got {value}"
+
+
+_NONNEG = _at_least(0)
+_POSITIVE_INT = _at_least(1)
+
+
+def _network_check(value: str) -> str | None:
+    if value in NETWORKS or ":" in value:
+        return None
+    return f"must be one of {', '.join(NETWORKS)} or 'package.module:function'; got {value!r}"
+
+
+def _dataset_check(value: str) -> str | None:
+    if value in DATASETS or value.endswith(".npz"):
+        return None
+    return f"must be one of {', '.join(DATASETS)} or a path to an .npz file; got {value!r}"
+
+
+def _device_check(value: str) -> str | None:
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return None
+    return f"must be auto, cpu, cuda or cuda:N; got {value!r}"
+
+
 @dataclass(frozen=True)
 class Layer:
     """One unit of update: its costs in seconds and the memory it holds."""
 
-    name: str
-    forward_s: float
-    backward_s: float
-    update_s: float = 0.0
-    activation_bytes: int = 0
-    param_bytes: int = 0
+    name: str = setting()
+    forward_s: float = setting(check=_NONNEG)
+    backward_s: float = setting(check=_NONNEG)
+    update_s: float = setting(0.0, _NONNEG)  # the cost of applying this layer's update (backward worker)
+    activation_bytes: int = setting(0, _NONNEG)
+    param_bytes: int = setting(0, _NONNEG)
+
+
+@dataclass(frozen=True)
+class UniformModel:
+    """`[model]` without explicit layers: `layers` equal layers sharing a batch's forward time."""
+
+    layers: int = setting(check=_POSITIVE_INT)
+    forward_s: float = setting(check=_positive)
+    beta: float = setting(check=_NONNEG)
+    update_s: float = setting(0.0, _NONNEG)
+    activation_bytes: int = setting(0, _NONNEG)
+    param_bytes: int = setting(0, _NONNEG)
 
 
 @dataclass(frozen=True)
@@ -69,67 +133,70 @@ class Model:
 
     @property
     def beta(self) -> float:
-        """Backward-to-forward ratio, counting update time as backward work (THEORY.md)."""
+        """Backward-to-forward ratio, counting update time as backward work (docs/theory.md)."""
         return (self.backward_s + self.update_s) / self.forward_s
 
 
 @dataclass(frozen=True)
 class Workers:
-    forward: int = 1
-    backward: int = 2
-    max_in_flight: int = 8
-    replicas: int = 1
-    per_replica: int = 2
-    average_every: int = 16
+    forward: int = setting(1, _POSITIVE_INT)
+    backward: int = setting(2, _POSITIVE_INT)
+    max_in_flight: int = setting(8, _POSITIVE_INT)
+    replicas: int = setting(1, _POSITIVE_INT)
+    per_replica: int = setting(2, _POSITIVE_INT)
+    average_every: int = setting(16, _POSITIVE_INT)
 
 
 @dataclass(frozen=True)
 class Straggler:
-    """Worker `worker` takes `extra_s` longer on every `every`-th batch it handles."""
+    """Worker `worker` takes `extra_s` longer on every `every`-th batch it handles: `sleep` waits before the
+    batch (the device is free meanwhile), `busy` computes that much longer in its first op (holding it)."""
 
-    worker: str
-    every: int
-    extra_s: float
+    worker: str = setting()
+    every: int = setting(check=_POSITIVE_INT)
+    extra_s: float = setting(check=_NONNEG)
+    kind: str = setting("sleep", _choice(STRAGGLER_KINDS))
 
 
 @dataclass(frozen=True)
 class Delays:
-    handoff_s: float = 0.0
-    update_s: float = 0.0
-    jitter_cv: float = 0.0
+    handoff_s: float = setting(0.0, _NONNEG)  # forward end -> backward start
+    visibility_s: float = setting(0.0, _NONNEG)  # an update applied at t is visible to readers at t + this
+    allreduce_s: float = setting(0.0, _NONNEG)  # latency of one all-reduce among 2+ replicas
+    jitter_cv: float = setting(0.0, _NONNEG)  # simulator: lognormal noise on every op time
     stragglers: tuple[Straggler, ...] = ()
 
 
 @dataclass(frozen=True)
 class Device:
-    name: str
-    slots: int = 1
-    speed: float = 1.0
-    contention: float = 0.0  # while n ops overlap, each runs 1 + contention (n-1)/(slots-1) times slower
-    time_slice: bool = False  # ops share the slots as threads share cores (no queue); else FIFO queue
+    name: str = setting()
+    slots: int = setting(1, _POSITIVE_INT)
+    speed: float = setting(1.0, _positive)
+    contention: float = setting(0.0, _NONNEG)  # while n ops overlap, each runs 1 + c (n-1)/(slots-1) slower
+    time_slice: bool = setting(False)  # ops share the slots as threads share cores (no queue); else FIFO
 
 
 @dataclass(frozen=True)
 class Train:
-    network: str = "mlp"
-    width: int = 1024
-    depth: int = 8
-    channels: int = 16
-    hidden: int = 256
-    dataset: str = "synthetic"
-    batch_size: int = 128
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    device: str = "auto"
-    threads_per_worker: int = 1
+    network: str = setting("mlp", _network_check)
+    width: int = setting(1024, _POSITIVE_INT)
+    depth: int = setting(8, _POSITIVE_INT)
+    channels: int = setting(16, _POSITIVE_INT)
+    hidden: int = setting(256, _POSITIVE_INT)
+    dataset: str = setting("synthetic", _dataset_check)
+    batch_size: int = setting(128, _POSITIVE_INT)
+    lr: float = setting(0.01, _NONNEG)
+    momentum: float = setting(0.0, _below_one)
+    weight_decay: float = setting(0.0, _NONNEG)
+    device: str = setting("auto", _device_check)
+    threads_per_worker: int = setting(1, _POSITIVE_INT)
 
 
 @dataclass(frozen=True)
 class Run:
-    batches: int = 1000
-    warmup: int = 10
-    seed: int = 0
+    batches: int = setting(1000, _POSITIVE_INT)
+    warmup: int = setting(10, _NONNEG)
+    seed: int = setting(0, _NONNEG)
 
 
 @dataclass(frozen=True)
@@ -147,13 +214,18 @@ class Scenario:
     run: Run = Run()
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def definition(self) -> methods.Method:
+        """The method's definition (pdasgd.methods)."""
+        return methods.lookup(self.method)
+
     def worker_names(self) -> list[str]:
         """Names of the workers this method uses, e.g. `forward:0`, `backward:1`, `worker:3`."""
-        return worker_names(self.method, self.workers)
+        return self.definition.worker_names(self.workers)
 
     def device_of(self) -> dict[str, str]:
         """Worker name -> device name (every worker has a device of its own unless placed)."""
-        return _resolve_placement(self.method, self.workers, self.devices, self.placement)
+        return _resolve_placement(self.definition, self.workers, self.devices, self.placement)
 
     def device_table(self) -> dict[str, Device]:
         """Device name -> Device, including the implicit one-per-worker devices."""
@@ -175,18 +247,6 @@ class Scenario:
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value)
         return parse_scenario(data)
-
-
-def worker_names(method: str, workers: Workers) -> list[str]:
-    """Worker names for `method`; the same names appear in traces and straggler specs."""
-    if method == "sequential":
-        return ["worker:0"]
-    if method in ASYNC_METHODS:
-        forward = [f"forward:{i}" for i in range(workers.forward)]
-        return forward + [f"backward:{i}" for i in range(workers.backward)]
-    if method == "ddp":
-        return [f"worker:{i}" for i in range(workers.replicas)]
-    return [f"worker:{i}" for i in range(workers.replicas * workers.per_replica)]
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -224,115 +284,64 @@ def parse_scenario(data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -
     top = dict(data)
     _check_keys(top, TOP_KEYS, "")
     name = _field(top, "name", "str", "scenario", None, "")
-    method = _field(top, "method", "str", "async-lu", _choice(METHODS), "")
-    workers = Workers(**_section(top, "workers", WORKER_FIELDS))
+    method = _method(top)
+    definition = methods.lookup(method)
+    workers = _parse(Workers, _table(top, "workers") or {}, "workers")
     delays = _parse_delays(_table(top, "delays"))
     devices = _parse_devices(top.get("device", []))
-    placement = _parse_placement(_table(top, "placement"), devices, method, workers)
+    placement = _parse_placement(_table(top, "placement"), devices, definition, workers)
     model = _parse_model(_table(top, "model"))
-    train = Train(**_section(top, "train", TRAIN_FIELDS))
+    train = _parse(Train, _table(top, "train") or {}, "train")
     train = _resolve_dataset(train, Path(base_dir))
-    run = Run(**_section(top, "run", RUN_FIELDS))
+    run = _parse(Run, _table(top, "run") or {}, "run")
     _check_run(run)
-    _check_stragglers(delays, method, workers)
+    _check_stragglers(delays, definition, workers)
+    _check_steps(definition, model, workers)
+    if train.network == "timed" and model is None:
+        raise ScenarioError("train.network: timed sleeps the [model] costs, so it needs [model]")
     return Scenario(name, method, model, workers, delays, devices, placement, train, run, source=top)
+
+
+def _method(top: dict) -> str:
+    method = _field(top, "method", "str", "async-lu", None, "")
+    try:
+        methods.lookup(method)
+    except methods.MethodError as error:
+        raise ScenarioError(f"method: {error}") from None
+    return method
+
+
+def _check_steps(definition: methods.Method, model: Model | None, workers: Workers) -> None:
+    if model is None:
+        return
+    try:
+        definition.check(len(model.layers), workers)
+    except methods.MethodError as error:
+        raise ScenarioError(f"method: {error}") from None
 
 
 # --- field checks -------------------------------------------------------------------------------
 
-Check = Callable[[Any], str | None]
-
-
-def _at_least(low: float) -> Check:
-    return lambda value: None if value >= low else f"must be >= {low}, got {value}"
-
-
-def _choice(options: tuple[str, ...]) -> Check:
-    return lambda value: None if value in options else f"must be one of {', '.join(options)}; got {value!r}"
-
-
-_NONNEG = _at_least(0)
-_POSITIVE_INT = _at_least(1)
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else f"must be > 0, got {value}"
-
-
 TOP_KEYS = ("name", "method", "model", "workers", "delays", "device", "placement", "train", "run")
-WORKER_FIELDS = {key: ("int", getattr(Workers(), key), _POSITIVE_INT) for key in asdict(Workers())}
-RUN_FIELDS = {
-    "batches": ("int", Run.batches, _POSITIVE_INT),
-    "warmup": ("int", Run.warmup, _NONNEG),
-    "seed": ("int", Run.seed, _NONNEG),
-}
-LAYER_FIELDS = {
-    "name": ("str", None, None),
-    "forward_s": ("float", None, _NONNEG),
-    "backward_s": ("float", None, _NONNEG),
-    "update_s": ("float", 0.0, _NONNEG),
-    "activation_bytes": ("int", 0, _NONNEG),
-    "param_bytes": ("int", 0, _NONNEG),
-}
-UNIFORM_FIELDS = {
-    "layers": ("int", None, _POSITIVE_INT),
-    "forward_s": ("float", None, _positive),
-    "beta": ("float", None, _NONNEG),
-    "update_s": ("float", 0.0, _NONNEG),
-    "activation_bytes": ("int", 0, _NONNEG),
-    "param_bytes": ("int", 0, _NONNEG),
-}
-DELAY_FIELDS = {
-    "handoff_s": ("float", 0.0, _NONNEG),
-    "update_s": ("float", 0.0, _NONNEG),
-    "jitter_cv": ("float", 0.0, _NONNEG),
-}
-STRAGGLER_FIELDS = {
-    "worker": ("str", None, None),
-    "every": ("int", None, _POSITIVE_INT),
-    "extra_s": ("float", None, _NONNEG),
-}
-DEVICE_FIELDS = {
-    "name": ("str", None, None),
-    "slots": ("int", 1, _POSITIVE_INT),
-    "speed": ("float", 1.0, _positive),
-    "contention": ("float", 0.0, _NONNEG),
-    "time_slice": ("bool", False, None),
-}
+KINDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
 
 
-def _network_check(value: str) -> str | None:
-    if value in NETWORKS or ":" in value:
-        return None
-    return f"must be one of {', '.join(NETWORKS)} or 'package.module:function'; got {value!r}"
+def _spec(cls: type) -> dict[str, tuple[str, Any, Check | None]]:
+    """key -> (kind, default or None when required, check), read off a dataclass of `setting`s."""
+    hints = typing.get_type_hints(cls)
+    spec = {}
+    for item in fields(cls):
+        kind = getattr(hints[item.name], "__name__", "")
+        if kind not in KINDS:
+            continue  # nested tables (stragglers) are parsed on their own
+        default = None if item.default is MISSING else item.default
+        spec[item.name] = (kind, default, item.metadata.get("check"))
+    return spec
 
 
-def _dataset_check(value: str) -> str | None:
-    if value in DATASETS or value.endswith(".npz"):
-        return None
-    return f"must be one of {', '.join(DATASETS)} or a path to an .npz file; got {value!r}"
-
-
-def _device_check(value: str) -> str | None:
-    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
-        return None
-    return f"must be auto, cpu, cuda or cuda:N; got {value!r}"
-
-
-TRAIN_FIELDS = {
-    "network": ("str", Train.network, _network_check),
-    "width": ("int", Train.width, _POSITIVE_INT),
-    "depth": ("int", Train.depth, _POSITIVE_INT),
-    "channels": ("int", Train.channels, _POSITIVE_INT),
-    "hidden": ("int", Train.hidden, _POSITIVE_INT),
-    "dataset": ("str", Train.dataset, _dataset_check),
-    "batch_size": ("int", Train.batch_size, _POSITIVE_INT),
-    "lr": ("float", Train.lr, _NONNEG),
-    "momentum": ("float", Train.momentum, _NONNEG),
-    "weight_decay": ("float", Train.weight_decay, _NONNEG),
-    "device": ("str", Train.device, _device_check),
-    "threads_per_worker": ("int", Train.threads_per_worker, _POSITIVE_INT),
-}
+def _parse(cls: type, table: Mapping, path: str) -> Any:
+    """An instance of the dataclass `cls` from a TOML table, every key checked, defaults filled in."""
+    return cls(**_fields(table, _spec(cls), path))
 
 
 def _where(path: str, key: str) -> str:
@@ -364,14 +373,16 @@ def _typed(value: Any, kind: str, where: str) -> Any:
         return value
     if kind == "str" and isinstance(value, str):
         return value
-    names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
-    raise ScenarioError(f"{where}: must be {names[kind]}, got {type(value).__name__} {value!r}")
+    raise ScenarioError(f"{where}: must be {KINDS[kind]}, got {type(value).__name__} {value!r}")
 
 
 def _check_keys(table: Mapping, known: tuple[str, ...] | Mapping, path: str) -> None:
     for key in table:
+        where = _where(path, key)
+        if where in RENAMED:
+            raise ScenarioError(f"{where}: renamed to {RENAMED[where]}")
         if key not in known:
-            raise ScenarioError(f"{_where(path, key)}: unknown key (known: {', '.join(known)})")
+            raise ScenarioError(f"{where}: unknown key (known: {', '.join(known)})")
 
 
 def _table(top: dict, key: str) -> dict | None:
@@ -386,10 +397,6 @@ def _table(top: dict, key: str) -> dict | None:
 def _fields(table: Mapping, spec: Mapping, path: str) -> dict[str, Any]:
     _check_keys(table, spec, path)
     return {key: _field(dict(table), key, *spec[key], path) for key in spec}
-
-
-def _section(top: dict, key: str, spec: Mapping) -> dict[str, Any]:
-    return _fields(_table(top, key) or {}, spec, key)
 
 
 def _table_list(value: Any, path: str) -> list[dict]:
@@ -411,22 +418,25 @@ def _parse_model(table: dict | None) -> Model | None:
         rows = _table_list(table["layer"], "model.layer")
         if not rows:
             raise ScenarioError("model.layer: must list at least one layer")
-        layers = [Layer(**_fields(row, LAYER_FIELDS, f"model.layer[{i}]")) for i, row in enumerate(rows)]
+        layers = [_parse(Layer, row, f"model.layer[{i}]") for i, row in enumerate(rows)]
         _check_unique([layer.name for layer in layers], "model.layer", "name")
     else:
-        layers = _uniform_layers(_fields(table, UNIFORM_FIELDS, "model"))
+        layers = _uniform_layers(_parse(UniformModel, table, "model"))
     model = Model(tuple(layers))
     if model.forward_s <= 0:
         raise ScenarioError("model.layer: total forward_s must be > 0")
     return model
 
 
-def _uniform_layers(spec: dict[str, Any]) -> list[Layer]:
-    count = spec["layers"]
-    forward_s = spec["forward_s"] / count
-    backward_s = spec["beta"] * spec["forward_s"] / count
-    extras = {key: spec[key] for key in ("update_s", "activation_bytes", "param_bytes")}
-    return [Layer(f"layer{i}", forward_s, backward_s, **extras) for i in range(count)]
+def _uniform_layers(spec: UniformModel) -> list[Layer]:
+    count = spec.layers
+    forward_s = spec.forward_s / count
+    backward_s = spec.beta * spec.forward_s / count
+    extras = {"update_s": spec.update_s, "activation_bytes": spec.activation_bytes}
+    return [
+        Layer(f"layer{i}", forward_s, backward_s, param_bytes=spec.param_bytes, **extras)
+        for i in range(count)
+    ]
 
 
 def _check_unique(names: list[str], path: str, key: str) -> None:
@@ -440,69 +450,61 @@ def _check_unique(names: list[str], path: str, key: str) -> None:
 def _parse_delays(table: dict | None) -> Delays:
     table = dict(table or {})
     rows = _table_list(table.pop("straggler", []), "delays.straggler")
-    stragglers = tuple(
-        Straggler(**_fields(row, STRAGGLER_FIELDS, f"delays.straggler[{i}]")) for i, row in enumerate(rows)
-    )
-    return Delays(**_fields(table, DELAY_FIELDS, "delays"), stragglers=stragglers)
+    stragglers = tuple(_parse(Straggler, row, f"delays.straggler[{i}]") for i, row in enumerate(rows))
+    return Delays(**_fields(table, _spec(Delays), "delays"), stragglers=stragglers)
 
 
 def _parse_devices(value: Any) -> tuple[Device, ...]:
     rows = _table_list(value, "device")
-    devices = tuple(Device(**_fields(row, DEVICE_FIELDS, f"device[{i}]")) for i, row in enumerate(rows))
+    devices = tuple(_parse(Device, row, f"device[{i}]") for i, row in enumerate(rows))
     _check_unique([device.name for device in devices], "device", "name")
     return devices
 
 
-def _roles(method: str, workers: Workers) -> dict[str, list[str]]:
-    """Placement keys and the workers each one places, in order."""
-    names = worker_names(method, workers)
-    if method in ASYNC_METHODS:
-        return {
-            "forward": [name for name in names if name.startswith("forward:")],
-            "backward": [name for name in names if name.startswith("backward:")],
-        }
-    return {"workers": names}
-
-
 def _parse_placement(
-    table: dict | None, devices: tuple[Device, ...], method: str, workers: Workers
+    table: dict | None, devices: tuple[Device, ...], definition: methods.Method, workers: Workers
 ) -> dict[str, tuple[str, ...]]:
     table = table or {}
-    roles = _roles(method, workers)
+    groups = definition.placement_groups(workers)
     _check_keys(table, ("forward", "backward", "workers"), "placement")
     known = {device.name for device in devices}
     placement: dict[str, tuple[str, ...]] = {}
-    for role, value in table.items():
-        where = f"placement.{role}"
-        if role not in roles:
-            raise ScenarioError(f"{where}: method {method} has no {role} workers (use {', '.join(roles)})")
+    for key, value in table.items():
+        where = f"placement.{key}"
+        if key not in groups:
+            raise ScenarioError(
+                f"{where}: method {definition.name} has no {key} workers (use {', '.join(groups)})"
+            )
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise ScenarioError(f"{where}: must be a list of device names")
-        if len(value) != len(roles[role]):
+        if len(value) != len(groups[key]):
             raise ScenarioError(
-                f"{where}: must name {len(roles[role])} devices (one per worker), got {len(value)}"
+                f"{where}: must name {len(groups[key])} devices (one per worker), got {len(value)}"
             )
         for name in value:
             if name not in known:
                 raise ScenarioError(f"{where}: names device {name!r}, which no [[device]] defines")
-        placement[role] = tuple(value)
+        placement[key] = tuple(value)
     return placement
 
 
 def _resolve_placement(
-    method: str, workers: Workers, devices: tuple[Device, ...], placement: Mapping[str, tuple[str, ...]]
+    definition: methods.Method,
+    workers: Workers,
+    devices: tuple[Device, ...],
+    placement: Mapping[str, tuple[str, ...]],
 ) -> dict[str, str]:
     """Placed workers go where placed; others round-robin over [[device]]s, or get a device of their own."""
     resolved: dict[str, str] = {}
     unplaced: list[str] = []
-    for role, names in _roles(method, workers).items():
-        if role in placement:
-            resolved.update(zip(names, placement[role], strict=True))
+    for key, names in definition.placement_groups(workers).items():
+        if key in placement:
+            resolved.update(zip(names, placement[key], strict=True))
         else:
             unplaced.extend(names)
     for i, name in enumerate(unplaced):
         resolved[name] = devices[i % len(devices)].name if devices else name
-    return {name: resolved[name] for name in worker_names(method, workers)}
+    return {name: resolved[name] for name in definition.worker_names(workers)}
 
 
 def _resolve_dataset(train: Train, base_dir: Path) -> Train:
@@ -520,13 +522,14 @@ def _check_run(run: Run) -> None:
         raise ScenarioError(f"run.warmup: must be < run.batches ({run.batches}), got {run.warmup}")
 
 
-def _check_stragglers(delays: Delays, method: str, workers: Workers) -> None:
-    names = worker_names(method, workers)
+def _check_stragglers(delays: Delays, definition: methods.Method, workers: Workers) -> None:
+    names = definition.worker_names(workers)
     for i, straggler in enumerate(delays.stragglers):
         if straggler.worker not in names:
             known = ", ".join(names)
             raise ScenarioError(
-                f"delays.straggler[{i}].worker: no worker {straggler.worker!r} in {method} (workers: {known})"
+                f"delays.straggler[{i}].worker: no worker {straggler.worker!r} in {definition.name} "
+                f"(workers: {known})"
             )
 
 
@@ -557,7 +560,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         table = table.setdefault(key, {})
         if not isinstance(table, dict):
             raise ScenarioError(f"{dotted}: {key} is not a table")
-    if parents == ["model"] and leaf in UNIFORM_FIELDS and "layer" in table:
+    if parents == ["model"] and leaf in _spec(UniformModel) and "layer" in table:
         raise ScenarioError(
             f"{dotted}: this scenario lists explicit [[model.layer]]s; cannot set a uniform key"
         )

@@ -71,11 +71,11 @@ def sweep_row(
 
 def _figures(prefix: str, summary: dict[str, Any]) -> dict[str, Any]:
     return {
-        f"{prefix}_throughput_batches_per_s": summary["throughput_batches_per_s"],
-        f"{prefix}_speedup_vs_sequential": summary["speedup_vs_sequential"],
-        f"{prefix}_staleness_mean": summary["staleness"]["mean"],
-        f"{prefix}_staleness_max": summary["staleness"]["max"],
-        f"{prefix}_memory_peak_bytes": summary["memory_peak_bytes"],
+        f"{prefix}_throughput_batches_per_s": summary.throughput_batches_per_s,
+        f"{prefix}_speedup_vs_sequential": summary.speedup_vs_sequential,
+        f"{prefix}_staleness_mean": summary.staleness.mean,
+        f"{prefix}_staleness_max": summary.staleness.max,
+        f"{prefix}_memory_peak_bytes": summary.memory_peak_bytes,
     }
 
 

@@ -6,10 +6,12 @@ variation, drawn from a generator seeded by (run.seed, worker index): each worke
 noise an op gets does not depend on how other workers interleave. Hand-off, update-visibility and all-reduce
 delays are not jittered.
 
-A straggler `(worker, every, extra_s)` makes that worker take `extra_s` longer on every `every`-th batch it
-handles (the 1st batch it handles is number 1): the delay is added to the first op of that batch's work on the
-worker (the forward of layer 0 for forward, sequential and replicated workers; the backward of the output
-layer for backward workers), so it holds the worker's device slot like slow compute would.
+A straggler `(worker, every, extra_s, kind)` makes that worker take `extra_s` longer on every `every`-th
+batch it handles (the 1st batch it handles is number 1). A `sleep` straggler waits before that batch's work
+on the worker, holding no device slot (the executor sleeps). A `busy` one adds the time to the first op of
+that batch's work on the worker (the forward of layer 0 for forward, sequential and replicated workers; the
+backward of the output layer for backward workers), so it holds the worker's device slot as slow compute
+would (the executor computes for that long inside the op).
 """
 
 from __future__ import annotations
@@ -39,17 +41,19 @@ class Clock:
         """True when every batch gets exactly the base durations."""
         return self.rng is None and not self.stragglers
 
-    def batch(self, base_s: list[float]) -> list[float]:
-        """Durations for the next batch this worker handles; `base_s` are cost / speed in op order."""
+    def batch(self, base_s: list[float]) -> tuple[float, list[float]]:
+        """(sleep before the batch, op durations) for the next batch this worker handles; `base_s` are
+        cost / speed in op order."""
         self.handled += 1
         if self.fixed:
-            return base_s
+            return 0.0, base_s
         times = base_s
         if self.rng is not None:
             noise = self.rng.lognormal(self.mu, self.sigma, len(base_s)).tolist()
             times = [t * x for t, x in zip(base_s, noise, strict=True)]
-        extra_s = sum(s.extra_s for s in self.stragglers if self.handled % s.every == 0)
-        if extra_s and times:
+        due = [s for s in self.stragglers if self.handled % s.every == 0]
+        busy_s = sum(s.extra_s for s in due if s.kind == "busy")
+        if busy_s and times:
             times = list(times)
-            times[0] += extra_s
-        return times
+            times[0] += busy_s
+        return sum(s.extra_s for s in due if s.kind == "sleep"), times

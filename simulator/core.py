@@ -18,19 +18,19 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from pdasgd.metrics import summarize
+from pdasgd.methods import MethodError
+from pdasgd.metrics import Summary, summarize
 from pdasgd.scenario import Scenario, ScenarioError
 from pdasgd.trace import Trace
 from simulator import fast, fastsummary
 from simulator.engine import Engine, worker_groups
 from simulator.memory import timeline_peak_bytes
-from simulator.progress import Progress, wanted
+from simulator.progress import ProgressBar, wanted
 from simulator.records import Timeline, resolve_versions, timeline_spans
-from simulator.replicated import start_replicated
-from simulator.workers import start_async, start_sequential
+from simulator.workers import start_workers
+from theory import ties
 
 ENGINES = ("auto", "fast", "simpy")
-TIE_FRACTION = 1e-9  # instants closer than this fraction of a sequential batch time are the same instant
 
 
 def simulate(scenario: Scenario, engine: str = "auto", progress: bool | None = None) -> Trace:
@@ -57,7 +57,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def simulate_summary(scenario: Scenario, engine: str = "auto", progress: bool | None = None) -> dict:
+def simulate_summary(scenario: Scenario, engine: str = "auto", progress: bool | None = None) -> Summary:
     """`summarize(simulate(scenario))`, computed from arrays on the fast path."""
     chosen = choose_engine(scenario, engine)
     if chosen != "fast":
@@ -66,7 +66,7 @@ def simulate_summary(scenario: Scenario, engine: str = "auto", progress: bool | 
     arguments = (schedule, trace_meta(scenario, "fast"), layer_sizes(scenario), tie_s(scenario))
     if not wanted(progress, schedule.batches, len(schedule.offsets.forward_start)):
         return fastsummary.summary(*arguments, worker_devices(scenario))
-    with Progress(schedule.batches, f"summarise {scenario.method}") as bar:
+    with ProgressBar(schedule.batches, f"summarise {scenario.method}") as bar:
         return fastsummary.summary(*arguments, worker_devices(scenario), bar)
 
 
@@ -89,16 +89,21 @@ def check_costs(scenario: Scenario) -> None:
             "model: no layer costs; run `pdasgd profile` to measure them from [train], "
             "or give [model] (layers, forward_s, beta) or [[model.layer]] entries"
         )
+    if "simulator" not in scenario.definition.engines:
+        raise ScenarioError(f"method {scenario.method}: the simulator does not run it")
+    try:
+        scenario.definition.check(len(scenario.model.layers), scenario.workers)
+    except MethodError as error:
+        raise ScenarioError(f"method: {error}") from None
 
 
 def run_simpy(scenario: Scenario, progress: bool | None = None) -> Timeline:
     assert scenario.model is not None
     engine = Engine(scenario)
-    start = {"sequential": start_sequential, "async-lu": start_async, "async-bu": start_async}
-    start.get(scenario.method, start_replicated)(engine)
+    start_workers(engine)
     if not wanted(progress, engine.batches, len(engine.layers)):
         return engine.run()
-    with Progress(engine.batches, f"simulate {scenario.method}") as bar:
+    with ProgressBar(engine.batches, f"simulate {scenario.method}") as bar:
         engine.progress = bar
         return engine.run()
 
@@ -109,7 +114,7 @@ def sequential_batch_s(scenario: Scenario) -> float:
 
 
 def tie_s(scenario: Scenario) -> float:
-    return TIE_FRACTION * sequential_batch_s(scenario)
+    return ties.tie_s(sequential_batch_s(scenario))
 
 
 def layer_sizes(scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,16 @@
 """The SimPy engine: an environment, the devices, links and clocks of a scenario, and the step runner.
 
-Workers are SimPy processes (`simulator.workers`, `simulator.replicated`). Each runs batches as lists of
-steps `(op, layer)`, one step per layer and per kind of work (forward, backward, update). `Engine.steps` runs
-such a list (a `Plan`) on the worker's device: take a slot (wait FIFO if none is free), hold it for the
-step's duration (longer while it shares the device, if the device has contention), release it, and record
-when it started and ended. Steps of zero duration take no slot and no time. Only times are recorded while
-SimPy runs; which op and layer each time belongs to comes from the plan afterwards, and update visibility
-from the update link. Versions, memory and spans are computed from these records after the run
-(`simulator.records`, `simulator.memory`).
+Workers are SimPy processes (`simulator.workers`), one loop per way of dispatching batches. Each runs its
+role's per-batch steps as the method defines them (`pdasgd.methods`). `Engine.plan` compiles a worker's
+steps into `Plan`s, one per stretch between all-reduces: the timed steps (forward, backward, update), their
+base durations (cost / device speed) and, for each update, the step at whose end it is published.
+`Engine.batch` runs one batch of a worker: a sleeping straggler's wait first (a `wait` span, no device
+slot), then each plan on the worker's device, synchronising with the role's other workers at each
+all-reduce. A step takes a slot (FIFO if none is free), holds it for its duration (longer while it shares
+the device, if the device has contention or is time-sliced), and releases it. Steps of zero duration take
+no slot and no time. Only times are recorded while SimPy runs; which op and layer each time belongs to comes
+from the plan afterwards, and update visibility from the update link. Versions, memory and spans are
+computed from these records after the run (`simulator.records`, `simulator.memory`).
 """
 
 from __future__ import annotations
@@ -20,23 +23,61 @@ import numpy as np
 import simpy
 from simpy.events import Timeout
 
+from pdasgd.methods import ALLREDUCE, BACKWARD, FORWARD, PUBLISH, UPDATE, Copies, Step
 from pdasgd.scenario import Scenario
 from simulator.clock import Clock
 from simulator.links import AllreduceLink, HandoffLink, UpdateLink
-from simulator.progress import Progress
-from simulator.records import BACKWARD, FORWARD, UPDATE, Timeline
-from simulator.resources import BatchQueue, Device, InFlight
+from simulator.progress import ProgressBar
+from simulator.records import OP_CODES, WAIT, Timeline
+from simulator.resources import Barrier, BatchQueue, Device, Window
 
 NAN = math.nan
-Step = tuple[int, int]
+COST_OF = {FORWARD: "forward_s", BACKWARD: "backward_s", UPDATE: "update_s"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Steps (op code, layer) a worker runs between two all-reduces, their base durations (cost / speed),
+    and for each step the index of the step at whose end it becomes visible (an update's publish point;
+    the step itself for every other step)."""
+
+    id: int
+    steps: tuple[tuple[int, int], ...]
+    base_s: list[float]
+    visible_at: tuple[int, ...]
+
+
+def compile_plans(steps: Sequence[Step], layers: Sequence, speed: float, first_id: int) -> list[Plan]:
+    """The plans of one worker's per-batch steps (module docstring)."""
+    plans: list[Plan] = []
+    timed: list[tuple[int, int]] = []
+    visible: list[int] = []
+    for step in [*steps, Step(ALLREDUCE)]:
+        if step.op == ALLREDUCE:
+            base = [getattr(layers[m], COST_OF[_OP_NAME[op]]) / speed for op, m in timed]
+            plans.append(Plan(first_id + len(plans), tuple(timed), base, tuple(visible)))
+            timed, visible = [], []
+        elif step.op == PUBLISH:
+            for index in range(len(timed) - 1, -1, -1):
+                if timed[index] == (OP_CODES[UPDATE], step.layer):
+                    visible[index] = len(timed) - 1
+                    break
+        else:
+            timed.append((OP_CODES[step.op], step.layer))
+            visible.append(len(timed) - 1)
+    return plans
+
+
+_OP_NAME = {code: name for name, code in OP_CODES.items()}
 
 
 class Engine:
     """One SimPy run of a scenario: shared state for the worker processes."""
 
-    def __init__(self, scenario: Scenario, progress: Progress | None = None) -> None:
+    def __init__(self, scenario: Scenario, progress: ProgressBar | None = None) -> None:
         assert scenario.model is not None
         self.scenario = scenario
+        self.method = scenario.definition
         self.env = simpy.Environment()
         self.layers = scenario.model.layers
         self.batches = scenario.run.batches
@@ -57,9 +98,9 @@ class Engine:
         ]
         self.queue = BatchQueue(self.env)
         self.handoff = HandoffLink(self.env, delays.handoff_s, self.queue)
-        self.update_link = UpdateLink(delays.update_s)
-        self.allreduce = AllreduceLink(delays.handoff_s, scenario.workers.replicas)
-        self.in_flight = InFlight(self.env, scenario.workers.max_in_flight, self.batches)
+        self.update_link = UpdateLink(delays.visibility_s)
+        self.allreduce = AllreduceLink(delays.allreduce_s, scenario.workers.replicas)
+        self.window = Window(self.env, scenario.workers.max_in_flight, self.batches)
         self.plans: list[Plan] = []
         self.calls: list[tuple[int, int, int]] = []  # (worker, batch, plan id) per `steps` call
         self.times: list[float] = []  # start, end of every step, call after call
@@ -69,33 +110,30 @@ class Engine:
 
     # --- plans: the steps of one batch on one worker, and their durations on its device -------------
 
-    def forward_steps(self) -> list[Step]:
-        return [(FORWARD, m) for m in range(len(self.layers))]
-
-    def backward_steps(self, lowest: int = 0) -> list[Step]:
-        return [(BACKWARD, m) for m in reversed(range(lowest, len(self.layers)))]
-
-    def update_steps(self, layers: Sequence[int] | None = None) -> list[Step]:
-        chosen = range(len(self.layers)) if layers is None else layers
-        return [(UPDATE, m) for m in sorted(chosen, reverse=True)]
-
-    def layerwise_steps(self) -> list[Step]:
-        """Backward from the output layer, each layer's update right after its backward (LU)."""
-        return [step for m in reversed(range(len(self.layers))) for step in ((BACKWARD, m), (UPDATE, m))]
-
-    def plan(self, worker: int, steps: Sequence[Step], block: bool = False) -> Plan:
-        """Register the steps a worker runs per batch; durations are cost / speed on its device."""
-        speed = self.worker_devices[worker].speed
-        costs = {FORWARD: "forward_s", BACKWARD: "backward_s", UPDATE: "update_s"}
-        base_s = [getattr(self.layers[m], costs[op]) / speed for op, m in steps]
-        plan = Plan(len(self.plans), tuple(steps), base_s, block)
-        self.plans.append(plan)
-        return plan
+    def plan(self, worker: int, steps: Sequence[Step]) -> list[Plan]:
+        """Register a worker's per-batch steps; durations are cost / speed on its device."""
+        plans = compile_plans(steps, self.layers, self.worker_devices[worker].speed, len(self.plans))
+        self.plans += plans
+        return plans
 
     # --- running ------------------------------------------------------------------------------------
 
+    def batch(self, worker: int, batch: int, plans: list[Plan], barrier: Barrier | None = None) -> Generator:
+        """One batch of a worker: its straggler's sleep, then each plan, all-reducing between plans."""
+        sleep_s, times = self.clocks[worker].batch([t for plan in plans for t in plan.base_s])
+        if sleep_s > 0:
+            start = self.env.now
+            yield Timeout(self.env, sleep_s)
+            self.rows.append((worker, WAIT, batch, -1, start, self.env.now, NAN))
+        begin = 0
+        for index, plan in enumerate(plans):
+            yield from self.steps(worker, batch, plan, times[begin : begin + len(plan.base_s)])
+            begin += len(plan.base_s)
+            if index + 1 < len(plans):
+                yield from self.synchronize(worker, barrier)
+
     def steps(self, worker: int, batch: int, plan: Plan, times: Sequence[float]) -> Generator:
-        """Run one batch's steps on the worker's device, recording each step's start and end."""
+        """Run one plan's steps on the worker's device, recording each step's start and end."""
         env, device = self.env, self.worker_devices[worker]
         record: list[float] = []
         add = record.append
@@ -131,6 +169,19 @@ class Engine:
             add(start)
             add(env.now)
 
+    def synchronize(self, worker: int, barrier: Barrier | None) -> Generator:
+        """Wait for every party of `barrier` (a `wait` span), then one all-reduce (an `allreduce` span)."""
+        if barrier is None:
+            return
+        arrived = self.env.now
+        yield barrier.arrive()
+        self.span(worker, WAIT, arrived)
+        started = self.env.now
+        duration_s = self.allreduce.duration_s()
+        if duration_s > 0:
+            yield self.env.timeout(duration_s)
+            self.span(worker, OP_CODES[ALLREDUCE], started)
+
     def span(self, worker: int, op: int, start: float) -> None:
         """Record a span without batch or layer (wait, allreduce) from `start` to now, if it lasts."""
         if self.env.now > start:
@@ -138,7 +189,7 @@ class Engine:
 
     def finish(self, batch: int) -> None:
         """Batch done: open the in-flight window, count it for the progress bar."""
-        self.in_flight.finish(batch)
+        self.window.finish(batch)
         self.finished += 1
         if self.progress is not None:
             self.progress.tick()
@@ -156,14 +207,14 @@ class Engine:
         worker, batch, plan_id = calls.T
         lengths = np.array([len(plan.steps) for plan in self.plans], dtype=np.int64)[plan_id]
         tables = [np.array(plan.steps, dtype=np.int64).reshape(-1, 2) for plan in self.plans]
+        marks = [np.array(plan.visible_at, dtype=np.int64) for plan in self.plans]
         steps = np.concatenate([tables[p] for p in plan_id.tolist()]) if len(calls) else np.zeros((0, 2), int)
+        within = np.concatenate([marks[p] for p in plan_id.tolist()]) if len(calls) else np.zeros(0, int)
         times = np.array(self.times).reshape(-1, 2)
         start, end = times[:, 0], times[:, 1]
-        block = np.array([plan.block for plan in self.plans])[plan_id]
-        call_end = end[np.cumsum(lengths) - 1] if len(lengths) else end[:0]
-        applied = np.where(np.repeat(block, lengths), np.repeat(call_end, lengths), end)
-        visible = np.where(steps[:, 0] == UPDATE, self.update_link.visible_s(applied), NAN)
-        rows = len(start)
+        call_start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        applied = end[call_start + within] if len(end) else end
+        visible = np.where(steps[:, 0] == OP_CODES[UPDATE], self.update_link.visible_s(applied), NAN)
         return Timeline(
             np.repeat(worker, lengths),
             steps[:, 0],
@@ -172,26 +223,17 @@ class Engine:
             start,
             end,
             visible,
-            np.full(rows, -1, dtype=np.int64),
+            np.full(len(start), -1, dtype=np.int64),
         )
 
 
-@dataclass(frozen=True)
-class Plan:
-    """The steps (op, layer) one worker runs per batch and their base durations (cost / speed). With
-    `block`, the batch's updates become visible together when its last step ends (block update)."""
-
-    id: int
-    steps: tuple[Step, ...]
-    base_s: list[float]
-    block: bool = False
-
-
 def worker_groups(scenario: Scenario) -> np.ndarray:
-    """Parameter-copy group of each worker: the replica for lapsgd/lppsgd/ddp, else 0 (one shared copy)."""
+    """Parameter copy of each worker (pdasgd.methods.Copies): one shared copy, one per replica or one per
+    worker."""
     count = len(scenario.worker_names())
-    if scenario.method == "ddp":
+    copies = scenario.definition.copies
+    if copies is Copies.WORKER:
         return np.arange(count)
-    if scenario.method in ("lapsgd", "lppsgd"):
+    if copies is Copies.REPLICA:
         return np.arange(count) // scenario.workers.per_replica
     return np.zeros(count, dtype=np.int64)

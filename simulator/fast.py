@@ -1,36 +1,38 @@
-"""The fast path: fixed-time schedules computed by the exact recursion of THEORY.md instead of SimPy.
+"""The fast path: fixed-time schedules placed by the exact recursion of theory.speedup instead of SimPy.
 
 Valid when every op time is fixed (no jitter, no stragglers), every worker has a device of its own (devices of
-one role may differ from the other role's in speed, not among themselves), and the method is sequential,
-async-lu or async-bu. Then, with F and B the forward and backward-plus-update time of a batch on the
-workers' devices, d the hand-off delay and Q = max_in_flight:
+one role may differ from the other role's in speed, not among themselves), and the method's steps have the
+shape of a fixed-time recursion (`pdasgd.offsets.fixed_shape`): one worker doing everything (sequential), or
+round-robin forward workers handing batches to FIFO backward workers (async-lu, async-bu and any variant
+defined with those roles). Then, with F and B the forward and backward-work time of a batch on the workers'
+devices, d the hand-off delay and Q = max_in_flight, `theory.speedup.async_schedule` gives
 
     forward start   a_i = max(a_{i-n_f} + F, e_{i-Q})     (forward worker i mod n_f; the window)
     backward start  s_i = max(a_i + F + d, e_{i-k})        (FIFO: the earliest free worker did batch i-k)
     batch end       e_i = s_i + B                           (terms with a negative index are 0)
 
-and sequential is a_i = e_{i-1}, s_i = a_i + F. Every per-layer span is a fixed offset from a_i or s_i
-(`Offsets`), so the whole schedule is two arrays. `schedule_timeline` expands them into the same records the
-SimPy engine writes (tests check both engines agree); `simulator.fastsummary` summarises them without
-building spans, for runs of 10^6 batches.
+and sequential is the case n_f = k = Q = 1, d = 0. Every per-layer span is a fixed offset from a_i or s_i
+(`pdasgd.offsets`, read off the method's steps), so the whole schedule is two arrays. `schedule_timeline`
+expands them into the same records the SimPy engine writes (tests check both engines agree);
+`simulator.fastsummary` summarises them without building spans, for runs of 10^6 batches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate
 
 import numpy as np
 
+from pdasgd.offsets import DECOUPLED, SINGLE, Offsets, batch_offsets, fixed_shape
 from pdasgd.scenario import Scenario
 from simulator.records import BACKWARD, FORWARD, NO_VALUE, UPDATE, Timeline
-
-FAST_METHODS = ("sequential", "async-lu", "async-bu")
+from theory.speedup import async_schedule
 
 
 def fast_path_problem(scenario: Scenario) -> str | None:
     """Why the fast path cannot compute this scenario exactly; None when it can."""
-    if scenario.method not in FAST_METHODS:
+    assert scenario.model is not None
+    if fixed_shape(scenario.definition, scenario.workers, len(scenario.model.layers)) is None:
         return f"method {scenario.method} has no fixed-time recursion"
     if scenario.delays.jitter_cv > 0:
         return "op times are random (delays.jitter_cv > 0)"
@@ -40,66 +42,32 @@ def fast_path_problem(scenario: Scenario) -> str | None:
     if len(set(placement.values())) < len(placement):
         return "workers share a device"
     table = scenario.device_table()
-    for role in ("forward", "backward"):
-        speeds = {table[device].speed for name, device in placement.items() if name.startswith(role)}
+    for role in scenario.definition.roles:
+        speeds = {table[placement[name]].speed for name in role.worker_names(scenario.workers)}
         if len(speeds) > 1:
-            return f"{role} workers run at different speeds"
+            return f"{role.name} workers run at different speeds"
     return None
 
 
-@dataclass(frozen=True)
-class Offsets:
-    """Per layer (input first): span times after the batch's forward start (forward_*) or backward start.
-
-    Accumulated in execution order, as the SimPy engine accumulates time; `visible` is when the layer's
-    update becomes visible to readers (block update: all at the end), `end` when the batch's last op ends.
-    """
-
-    forward_start: np.ndarray
-    forward_end: np.ndarray
-    backward_start: np.ndarray
-    backward_end: np.ndarray
-    update_start: np.ndarray
-    update_end: np.ndarray
-    visible: np.ndarray
-    forward_s: float
-    end: float
-
-
 def layer_offsets(scenario: Scenario) -> Offsets:
+    """The offsets of one batch's steps on the workers' devices (costs / the role's device speed)."""
     assert scenario.model is not None
-    layers = scenario.model.layers
+    layers, definition = scenario.model.layers, scenario.definition
     speed_f, speed_b = _role_speeds(scenario)
-    f = [layer.forward_s / speed_f for layer in layers]
-    g = [layer.backward_s / speed_b for layer in layers]
-    u = [layer.update_s / speed_b for layer in layers]
-    forward_start = [0.0, *accumulate(f[:-1])]
-    forward_end = [start + duration for start, duration in zip(forward_start, f, strict=True)]
-    count = len(layers)
-    b0, b1, u0, u1 = ([0.0] * count for _ in range(4))
-    now = 0.0
-    for m in reversed(range(count)):
-        b0[m], now = now, now + g[m]
-        b1[m] = now
-        if scenario.method != "async-bu":
-            u0[m], now = now, now + u[m]
-            u1[m] = now
-    if scenario.method == "async-bu":
-        for m in reversed(range(count)):
-            u0[m], now = now, now + u[m]
-            u1[m] = now
-    delay_s = scenario.delays.update_s
-    visible = [now + delay_s] * count if scenario.method == "async-bu" else [t + delay_s for t in u1]
-    arrays = [np.array(x) for x in (forward_start, forward_end, b0, b1, u0, u1, visible)]
-    return Offsets(*arrays, forward_s=forward_end[-1], end=now)
+    return batch_offsets(
+        definition.batch_steps(len(layers), scenario.workers),
+        [layer.forward_s / speed_f for layer in layers],
+        [layer.backward_s / speed_b for layer in layers],
+        [layer.update_s / speed_b for layer in layers],
+        scenario.delays.visibility_s,
+    )
 
 
 def _role_speeds(scenario: Scenario) -> tuple[float, float]:
+    """Device speed of the first role's workers and of the last role's."""
     placement, table = scenario.device_of(), scenario.device_table()
     names = scenario.worker_names()
-    forward = table[placement[names[0]]].speed
-    backward = table[placement[names[-1]]].speed
-    return forward, backward
+    return table[placement[names[0]]].speed, table[placement[names[-1]]].speed
 
 
 @dataclass(frozen=True)
@@ -107,6 +75,7 @@ class FixedSchedule:
     """Forward and backward start of every batch, plus the per-layer offsets."""
 
     method: str
+    shape: str
     n_forward: int
     n_backward: int
     forward_start: np.ndarray
@@ -119,58 +88,25 @@ class FixedSchedule:
 
     @property
     def end_s(self) -> np.ndarray:
-        """Completion of every batch (end of its last update)."""
+        """Completion of every batch (end of its last step)."""
         return self.backward_start + self.offsets.end
 
 
 def fixed_schedule(scenario: Scenario) -> FixedSchedule:
     """Run the recursion (module docstring) for every batch of the scenario."""
+    assert scenario.model is not None
     offsets = layer_offsets(scenario)
-    batches = scenario.run.batches
-    if scenario.method == "sequential":
-        a, s = _sequential(batches, offsets.forward_s, offsets.end)
-        return FixedSchedule("sequential", 1, 1, a, s, offsets)
-    workers = scenario.workers
-    a, s = _decoupled(
-        batches,
-        workers.forward,
-        workers.backward,
-        workers.max_in_flight,
-        offsets.forward_s,
-        offsets.end,
-        scenario.delays.handoff_s,
+    batches, workers = scenario.run.batches, scenario.workers
+    shape = fixed_shape(scenario.definition, workers, len(scenario.model.layers))
+    if shape == SINGLE:
+        n_f, k, q, d = 1, 1, 1, 0.0
+    else:
+        assert shape == DECOUPLED
+        n_f, k, q, d = workers.forward, workers.backward, workers.max_in_flight, scenario.delays.handoff_s
+    schedule = async_schedule(batches, offsets.forward_s, offsets.end, k, n_f, d, q)
+    return FixedSchedule(
+        scenario.method, shape, n_f, k, schedule.forward_start_s, schedule.backward_start_s, offsets
     )
-    return FixedSchedule(scenario.method, workers.forward, workers.backward, a, s, offsets)
-
-
-def _sequential(batches: int, forward_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
-    a, s = [0.0] * batches, [0.0] * batches
-    now = 0.0
-    for i in range(batches):
-        a[i] = now
-        s[i] = now + forward_s
-        now = s[i] + end_s
-    return np.array(a), np.array(s)
-
-
-def _decoupled(
-    batches: int, n_f: int, k: int, q: int, forward_s: float, end_s: float, handoff_s: float
-) -> tuple[np.ndarray, np.ndarray]:
-    a, s, e = [0.0] * batches, [0.0] * batches, [0.0] * batches
-    forward_free = [0.0] * n_f
-    for i in range(batches):
-        start = forward_free[i % n_f]
-        if i >= q and e[i - q] > start:
-            start = e[i - q]
-        a[i] = start
-        ready = start + forward_s
-        forward_free[i % n_f] = ready
-        ready += handoff_s
-        if i >= k and e[i - k] > ready:
-            ready = e[i - k]
-        s[i] = ready
-        e[i] = ready + end_s
-    return np.array(a), np.array(s)
 
 
 def schedule_timeline(schedule: FixedSchedule) -> Timeline:
@@ -179,7 +115,7 @@ def schedule_timeline(schedule: FixedSchedule) -> Timeline:
     b, layers = schedule.batches, len(off.forward_start)
     batch = np.repeat(np.arange(b), layers)
     layer = np.tile(np.arange(layers), b)
-    if schedule.method == "sequential":
+    if schedule.shape == SINGLE:
         forward_worker = backward_worker = np.zeros(b * layers, dtype=np.int64)
     else:
         forward_worker = batch % schedule.n_forward

@@ -15,9 +15,11 @@ import math
 
 import numpy as np
 
+from pdasgd.metrics import Staleness, Summary, build_summary
+from pdasgd.offsets import SINGLE
 from simulator.fast import FixedSchedule
 from simulator.memory import PeakSweep
-from simulator.progress import Progress
+from simulator.progress import ProgressBar
 
 CHUNK_STEPS = 1_000_000  # batches x layers per chunk
 
@@ -28,29 +30,25 @@ def summary(
     sizes: tuple[np.ndarray, np.ndarray],
     tie_s: float,
     worker_devices: list[str],
-    progress: Progress | None = None,
-) -> dict:
-    """The summary dict of `pdasgd.metrics.summarize` for the schedule (keys in SUMMARY_KEYS order);
-    `progress` is ticked once per batch summarised."""
+    progress: ProgressBar | None = None,
+) -> Summary:
+    """What `pdasgd.metrics.summarize` says of the schedule's trace; `progress` is ticked once per batch
+    summarised."""
     end = schedule.end_s
     makespan = float(end.max()) - float(schedule.forward_start.min())
     per_batch_s = _steady_time_per_batch_s(end, meta["warmup"], float(schedule.forward_start.min()))
-    throughput = 1.0 / per_batch_s if per_batch_s > 0 else math.inf
-    speedup = meta["sequential_batch_s"] * throughput if math.isfinite(throughput) else None
     stale, memory = _chunks(schedule, meta["warmup"], sizes, tie_s, progress)
-    return {
-        "source": meta["source"],
-        "method": meta["method"],
-        "batches": schedule.batches,
-        "makespan_s": makespan,
-        "throughput_batches_per_s": throughput,
-        "speedup_vs_sequential": speedup,
-        "staleness": stale.versions(),
-        "time_staleness_s": {"per_layer_mean": stale.time_means()},
-        "utilization": _utilization(schedule, meta["device_slots"], worker_devices, makespan),
-        "memory_peak_bytes": memory,
-        "accuracy": None,
-    }
+    return build_summary(
+        {**meta, "accuracy": None},
+        batches=schedule.batches,
+        makespan=makespan,
+        per_batch_s=per_batch_s,
+        sequential_batch_s=meta["sequential_batch_s"],
+        staleness=stale.versions(),
+        time_staleness=stale.time_means(),
+        utilization_=_utilization(schedule, meta["device_slots"], worker_devices, makespan),
+        memory_peak_bytes=memory,
+    )
 
 
 def _steady_time_per_batch_s(end: np.ndarray, warmup: int, first_start_s: float) -> float:
@@ -82,17 +80,9 @@ class _Staleness:
         if self.chunked:
             self.time_parts[layer].append(math.fsum([*values, -total]))
 
-    def versions(self) -> dict:
-        n = self.count
-        per_layer_mean = [float(s) / n if n else 0.0 for s in self.sums.tolist()]
-        total = int(self.sums.sum())
-        samples = n * len(self.sums)
-        return {
-            "mean": float(total) / samples if samples else 0.0,
-            "max": int(self.maxima.max()) if len(self.maxima) else 0,
-            "per_layer_mean": per_layer_mean,
-            "per_layer_max": [int(x) for x in self.maxima.tolist()],
-        }
+    def versions(self) -> Staleness:
+        layers = len(self.sums)
+        return Staleness.from_counts(self.sums.tolist(), [self.count] * layers, self.maxima.tolist())
 
     def time_means(self) -> list[float]:
         return [math.fsum(parts) / self.count if self.count else 0.0 for parts in self.time_parts]
@@ -202,7 +192,7 @@ def _utilization(schedule, device_slots: dict, worker_devices: list[str], makesp
     )
     b = schedule.batches
     busy = dict.fromkeys(device_slots, 0.0)
-    if schedule.method == "sequential":
+    if schedule.shape == SINGLE:
         busy[worker_devices[0]] += b * (forward_s + backward_s)
     else:
         for j in range(schedule.n_forward):

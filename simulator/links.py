@@ -2,12 +2,11 @@
 
 - `HandoffLink`: forward end -> backward start (`delays.handoff_s`, the loss/activations transfer). A batch
   put in at t arrives in the receiving queue at t + delay.
-- `UpdateLink`: an update applied at t becomes visible to readers at t + `delays.update_s`. Visibility only
-  decides versions, which are resolved from the records after the run (`simulator.records`), so the link
-  returns the instant instead of scheduling an event.
-- `AllreduceLink`: the time of one all-reduce (ddp gradients, lapsgd/lppsgd parameter averaging). With no
-  bandwidth or message size in the scenario, it costs one `delays.handoff_s` latency per all-reduce and
-  nothing with a single replica.
+- `UpdateLink`: an update published at t becomes visible to readers at t + `delays.visibility_s`. It never
+  holds the updating worker. Visibility only decides versions, which are resolved from the records after
+  the run (`simulator.records`), so the link returns the instant instead of scheduling an event.
+- `AllreduceLink`: the time of one all-reduce (ddp gradients, lapsgd/lppsgd parameter averaging):
+  `delays.allreduce_s` with two or more replicas, nothing with one.
 """
 
 from __future__ import annotations

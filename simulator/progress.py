@@ -1,7 +1,7 @@
 """A progress bar for long simulations: tqdm on stderr, cheap to tick from the SimPy hot loop.
 
-`Progress.tick()` is called once per finished batch and touches tqdm only every `stride` batches. The bar is
-shown when asked for, or by default when stderr is a terminal and the run is long (many layer steps).
+`ProgressBar.tick()` is called once per finished batch and touches tqdm only every `stride` batches. The bar
+is shown when asked for, or by default when stderr is a terminal and the run is long (many layer steps).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from types import TracebackType
 LONG_RUN_STEPS = 2_000_000  # batches x layers above which a run shows a bar by default
 
 
-class Progress:
+class ProgressBar:
     """Counts finished batches (or other units) towards `total`."""
 
     def __init__(self, total: int, description: str) -> None:
@@ -33,7 +33,7 @@ class Progress:
             self.bar.update(self.pending)
         self.bar.close()
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:

@@ -6,18 +6,22 @@ the step times it recorded and the workers' plans (`simulator.engine`), the fast
 recursion (`simulator.fast`). Versions are resolved here after the run, then the rows become
 `pdasgd.trace.Span`s.
 
-Versions are resolved from the records, not counted while the simulation runs, so the tie rule of DESIGN.md
-holds whatever order SimPy processes simultaneous events in. Parameters are versioned per (group, layer): one
-group for single-copy methods, one per replica for replicated ones (see `simulator.replicated`).
+Versions are resolved from the records, not counted while the simulation runs, so the tie rule of
+docs/design.md holds whatever order SimPy processes simultaneous events in. Parameters are versioned per
+(group, layer): a group is a parameter copy of the method (`pdasgd.methods.Copies`): one shared copy, one per
+replica or one per worker.
 
 - The version an update span carries (the layer's version just before the update) is the number of updates
   of that (group, layer) ordered before it: by start time, then batch id when starts tie.
-- The version a forward span carries (read when the layer's forward starts) is the number of that
-  (group, layer)'s updates visible at the read: `visible_s <= start_s` ("an update at the same instant as a
-  read is visible"). Instants closer than `tie_s` count as the same instant, so float rounding along
-  different arithmetic paths (SimPy, the numpy fast path, the theory) does not split a true tie. A batch
-  never reads its own update (possible only when zero-cost ops make them simultaneous): a read's version is
-  at most the version of the same batch's update of that layer.
+- The version a forward span carries (read when the layer's forward starts) is the newest version of that
+  (group, layer) visible at the read: the highest (update version + 1) over its updates with
+  `visible_s <= start_s` ("an update at the same instant as a read is visible"), as the executor's reader
+  sees the newest published version. When updates become visible in the order they were applied (every
+  built-in method without stragglers) it is simply the number of updates visible. Instants closer than
+  `tie_s` count as the same instant (theory.ties), so float rounding along different arithmetic paths
+  (SimPy, the numpy fast path, the theory) does not split a true tie. A batch never reads its own update
+  (possible only when zero-cost ops make them simultaneous): a read's version is at most the version of the
+  same batch's update of that layer.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import numpy as np
 
 from pdasgd.trace import OPS, Span
 
-FORWARD, BACKWARD, UPDATE, COMM, WAIT, ALLREDUCE = (OPS.index(name) for name in OPS)
+OP_CODES = {name: index for index, name in enumerate(OPS)}
+FORWARD, BACKWARD, UPDATE, COMM, WAIT, ALLREDUCE = (OP_CODES[name] for name in OPS)
 NO_VALUE = -1  # batch, layer or version absent
 NAN = math.nan
 ROW_DTYPE = np.dtype(
@@ -87,8 +92,11 @@ def resolve_versions(timeline: Timeline, worker_group: np.ndarray, layers: int, 
     ranked = _update_order(timeline, key, updates, tie_s)
     timeline.version[ranked] = _rank_within(key[ranked])
     for write_rows, read_rows in _by_key(key, ranked, reads):
-        visible = np.sort(timeline.visible_s[write_rows])
-        timeline.version[read_rows] = np.searchsorted(visible, timeline.start_s[read_rows] + tie_s, "right")
+        order = np.argsort(timeline.visible_s[write_rows], kind="stable")
+        visible = timeline.visible_s[write_rows][order]
+        newest = np.concatenate([[0], np.maximum.accumulate(order + 1)])  # write rows are in rank order
+        seen = np.searchsorted(visible, timeline.start_s[read_rows] + tie_s, "right")
+        timeline.version[read_rows] = newest[seen]
     _not_after_own_update(timeline, reads, updates, layers)
 
 

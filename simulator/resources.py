@@ -146,8 +146,8 @@ class BatchQueue:
 
     Batches go FIFO by arrival, simultaneous arrivals in batch order; each goes to the earliest free worker,
     workers freed at the same instant in the order of the batches they finished (with fixed times: batch i
-    goes to backward worker i mod k, as THEORY.md's recursion assumes). Matching happens at the end of each
-    instant (`LateEvent`), so the order SimPy processes simultaneous events in does not matter.
+    goes to backward worker i mod k, as the recursion of theory.speedup assumes). Matching happens at the end
+    of each instant (`LateEvent`), so the order SimPy processes simultaneous events in does not matter.
     """
 
     def __init__(self, env: simpy.Environment) -> None:
@@ -179,8 +179,8 @@ class BatchQueue:
             heappop(self.idle)[2].succeed(batch)
 
 
-class InFlight:
-    """The max_in_flight window: the forward of batch i waits for the end of batch i - limit."""
+class Window:
+    """The max_in_flight window: the first role's work on batch i waits for the end of batch i - limit."""
 
     def __init__(self, env: simpy.Environment, limit: int, batches: int) -> None:
         self.env = env

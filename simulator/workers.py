@@ -1,63 +1,124 @@
-"""Workers of the single-copy methods: sequential, async-lu and async-bu, as SimPy processes.
+"""Workers as SimPy processes: one loop per way a role gets its batches (`pdasgd.methods.Dispatch`).
 
-- `sequential`: one worker; per batch the forward of layers 0..M-1, then the backward from the output layer
-  with each layer's update right after its backward (layer-wise order; with one worker nothing reads in
-  between, so versions give staleness 0 either way). No hand-off delay: there is nothing to hand off.
-- `async-lu` / `async-bu`: forward worker j runs batches j, j + n_f, j + 2 n_f, ... (batch i goes to forward
-  worker i mod n_f); a finished forward goes through the hand-off link into a FIFO queue; the earliest free
-  backward worker takes it. LU: backward visits the output layer first and applies each layer's update right
-  after its backward. BU: the whole backward, then the updates (output layer first), all made visible together
-  when the last one ends. The forward of batch i starts only after batch i - max_in_flight has finished (the
-  end of its last update).
+`start_workers` starts a process per worker of every role of the scenario's method, each running its role's
+per-batch steps (`Engine.plan`), so a method defined only as data runs here unchanged.
+
+- Round-robin: worker j of n takes batches j, j + n, j + 2n, ... (sequential: one worker takes them all;
+  ddp: replica r takes r, r + R, ...; async forward workers: batch i goes to forward worker i mod n_f).
+- Hand-off: the previous role puts each finished batch on the hand-off link; it arrives in a FIFO queue
+  `delays.handoff_s` later, and the earliest free worker takes it (async backward workers).
+- Counter: each worker takes the next number of a counter shared by the role whenever it is ready, so a
+  faster worker handles more batches (hogwild, lapsgd, lppsgd).
+
+In a method with two roles, the first role's work on batch i waits for the end of batch i - max_in_flight
+(the window) and hands the batch on; the last role finishes it. All-reduce steps synchronise every worker of
+the role (a barrier, then `delays.allreduce_s`); a round-robin worker with no batches left leaves the
+barrier. With `averaging`, a counter worker joins an averaging round after every `average_every` batches of
+its own: every worker waits for the others, then one all-reduce, and all continue from the average
+(synchronous averaging; with one replica there is nothing to average). `max_in_flight` does not apply to
+single-role methods: each worker has one batch in flight.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
 
-from simulator.engine import Engine
+from pdasgd.methods import Dispatch, Role
+from simulator.engine import Engine, Plan
+from simulator.resources import Barrier
 
 
-def sequential_worker(engine: Engine, worker: int) -> Generator:
-    plan = engine.plan(worker, engine.forward_steps() + engine.layerwise_steps())
-    clock = engine.clocks[worker]
-    for batch in range(engine.batches):
-        yield from engine.steps(worker, batch, plan, clock.batch(plan.base_s))
-        engine.finish(batch)
+class BatchCounter:
+    """Hands out batch ids 0, 1, 2, ... to whichever worker asks first."""
+
+    def __init__(self, batches: int) -> None:
+        self.batches = batches
+        self.next = 0
+
+    def take(self) -> int | None:
+        if self.next >= self.batches:
+            return None
+        self.next += 1
+        return self.next - 1
+
+    @property
+    def exhausted(self) -> bool:
+        return self.next >= self.batches
 
 
-def forward_worker(engine: Engine, worker: int, index: int, n_forward: int) -> Generator:
-    plan = engine.plan(worker, engine.forward_steps())
-    clock = engine.clocks[worker]
-    for batch in range(index, engine.batches, n_forward):
-        gate = engine.in_flight.wait(batch)
-        if gate is not None:
-            yield gate
-        yield from engine.steps(worker, batch, plan, clock.batch(plan.base_s))
-        engine.handoff.put(batch)
+def start_workers(engine: Engine) -> None:
+    """A SimPy process per worker, role by role."""
+    method, workers = engine.method, engine.scenario.workers
+    first_worker = 0
+    for role_index, role in enumerate(method.roles):
+        count = role.size(workers)
+        context = RoleContext(engine, role, role_index, count)
+        for index in range(count):
+            worker = first_worker + index
+            plans = engine.plan(worker, role.steps(len(engine.layers), index, workers))
+            engine.env.process(LOOPS[role.dispatch](context, worker, index, plans))
+        first_worker += count
 
 
-def backward_worker(engine: Engine, worker: int, index: int, block: bool) -> Generator:
-    if block:
-        plan = engine.plan(worker, engine.backward_steps() + engine.update_steps(), block=True)
-    else:
-        plan = engine.plan(worker, engine.layerwise_steps())
-    clock = engine.clocks[worker]
-    batch = index - engine.scenario.workers.backward  # before the first batch: in worker order
+class RoleContext:
+    """What the workers of one role share: where their batches go, their barrier and counter."""
+
+    def __init__(self, engine: Engine, role: Role, role_index: int, count: int) -> None:
+        method = engine.method
+        self.engine = engine
+        self.count = count
+        self.gated = method.windowed and role_index == 0
+        self.hands_on = role_index + 1 < len(method.roles)
+        replicated = engine.scenario.workers.replicas > 1
+        self.barrier = Barrier(engine.env, count) if replicated and count > 1 else None
+        self.counter = BatchCounter(engine.batches) if role.dispatch is Dispatch.COUNTER else None
+        self.every = engine.scenario.workers.average_every if method.averaging and self.barrier else None
+
+    def done(self, batch: int) -> None:
+        if self.hands_on:
+            self.engine.handoff.put(batch)
+        else:
+            self.engine.finish(batch)
+
+
+def round_robin_worker(role: RoleContext, worker: int, index: int, plans: list[Plan]) -> Generator:
+    engine = role.engine
+    for batch in range(index, engine.batches, role.count):
+        if role.gated:
+            gate = engine.window.wait(batch)
+            if gate is not None:
+                yield gate
+        yield from engine.batch(worker, batch, plans, role.barrier)
+        role.done(batch)
+    if role.barrier is not None:
+        role.barrier.leave()
+
+
+def handoff_worker(role: RoleContext, worker: int, index: int, plans: list[Plan]) -> Generator:
+    engine = role.engine
+    batch = index - role.count  # before the first batch: in worker order
     while True:
         batch = yield engine.queue.get(batch)
-        yield from engine.steps(worker, batch, plan, clock.batch(plan.base_s))
-        engine.finish(batch)
+        yield from engine.batch(worker, batch, plans, role.barrier)
+        role.done(batch)
 
 
-def start_sequential(engine: Engine) -> None:
-    engine.env.process(sequential_worker(engine, 0))
+def counter_worker(role: RoleContext, worker: int, index: int, plans: list[Plan]) -> Generator:
+    engine, counter = role.engine, role.counter
+    every = role.every or engine.batches
+    while not counter.exhausted:
+        for _ in range(every):
+            batch = counter.take()
+            if batch is None:
+                break
+            yield from engine.batch(worker, batch, plans, role.barrier)
+            role.done(batch)
+        if role.every:
+            yield from engine.synchronize(worker, role.barrier)
 
 
-def start_async(engine: Engine) -> None:
-    workers = engine.scenario.workers
-    block = engine.scenario.method == "async-bu"
-    for index in range(workers.forward):
-        engine.env.process(forward_worker(engine, index, index, workers.forward))
-    for index in range(workers.backward):
-        engine.env.process(backward_worker(engine, workers.forward + index, index, block))
+LOOPS = {
+    Dispatch.ROUND_ROBIN: round_robin_worker,
+    Dispatch.HANDOFF: handoff_worker,
+    Dispatch.COUNTER: counter_worker,
+}

@@ -58,7 +58,7 @@ def test_validate_prints_resolved_scenario(tmp_path, capsys):
     ("text", "message"),
     [
         ("[workers]\nbackward = 0\n", "workers.backward: must be >= 1, got 0"),
-        ('method = "nope"\n', "method: must be one of"),
+        ('method = "nope"\n', "method: unknown method"),
         ("oops = 1\n", "oops: unknown key"),
         ("[model]\nlayers = 2\nforward_s = -1.0\nbeta = 1.0\n", "model.forward_s: must be > 0"),
         ('[placement]\nforward = ["x"]\n', "placement.forward: names device 'x'"),

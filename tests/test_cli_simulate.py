@@ -50,7 +50,7 @@ def test_text_summary(scenario_file, capsys) -> None:
 def test_json_is_the_summary(scenario_file, capsys) -> None:
     assert main(["simulate", str(scenario_file), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    expected = simulator.simulate_summary(load_scenario(scenario_file))
+    expected = simulator.simulate_summary(load_scenario(scenario_file)).to_dict()
     assert printed == json.loads(json.dumps(expected))
 
 

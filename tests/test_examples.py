@@ -60,13 +60,13 @@ def test_capacity_planning_key_numbers(capacity):
     sequential = rows[0]
     assert sequential.throughput == pytest.approx(1 / (f_s + b_s), rel=1e-9)
     act, par = sum(module.ACTIVATION_BYTES), sum(module.PARAM_BYTES)
-    assert sequential.summary["memory_peak_bytes"] == act + 2 * par
+    assert sequential.summary.memory_peak_bytes == act + 2 * par
     ddp, ddp_link = module.find(rows, "ddp x3", 0.0), module.find(rows, "ddp x3", d_s)
     assert ddp.throughput == pytest.approx(3 / (f_s + b_s), rel=1e-9)
     assert ddp_link.throughput == pytest.approx(3 / (f_s + b_s + d_s), rel=1e-9)
     lu = module.find(rows, "async-lu 1F:2B", 0.0)
     assert lu.window == 3 and lu.throughput == pytest.approx(2 / b_s, rel=1e-9)
-    assert module.bound_by(lu) == "backward" and module.busiest(lu.summary["utilization"]).startswith(
+    assert module.bound_by(lu) == "backward" and module.busiest(lu.summary.utilization).startswith(
         "gpu1+gpu2"
     )
     same_window = module.find(rows, "async-lu 1F:2B", d_s, 3)
@@ -137,8 +137,8 @@ def test_teaching_numbers_are_the_closed_forms(teaching):
     assert runs["handoff"].throughput == pytest.approx(1.0)
     assert runs["straggler"].throughput < 1.0 and runs["jitter"].throughput < 1.0
     assert runs["1f1b"].busy("forward:0") == pytest.approx(0.5, abs=0.05)
-    assert runs["lu"].summary["staleness"]["per_layer_mean"] == [2, 2, 1, 0]
-    assert runs["bu"].summary["staleness"]["per_layer_mean"] == [2, 2, 2, 2]
+    assert runs["lu"].summary.staleness.per_layer_mean == [2, 2, 1, 0]
+    assert runs["bu"].summary.staleness.per_layer_mean == [2, 2, 2, 2]
     captions = module.captions(runs)
     assert "1/B = 0.500 batches/s" in captions["1f1b"]
     assert "mean staleness 1.25 instead of BU's 2.00" in captions["lu"]

@@ -16,7 +16,7 @@ def accuracy(method: str, network: dict, batches: int, seed: int) -> tuple[float
     train = {**TRAIN, **network}
     sc = scenario(method, train=train, workers=WORKERS, run={"batches": batches, "seed": seed})
     result = run(sc, curve_points=0)
-    return result.trace.accuracy, result.summary["staleness"]["mean"]
+    return result.trace.accuracy, result.summary.staleness.mean
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -90,7 +90,7 @@ def check_exact(network: str, method: str, device: str) -> None:
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     initial = [[p.detach() for p in block.parameters()] for block in blocks]
     _check_versions_and_replay(result, recorder, initial, sc.train.lr, batches)
-    assert result.summary["staleness"]["max"] >= 1, "the test must exercise stale reads"
+    assert result.summary.staleness.max >= 1, "the test must exercise stale reads"
 
 
 def _check_versions_and_replay(result, recorder: Recorder, initial, lr: float, batches: int) -> None:

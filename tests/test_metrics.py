@@ -64,7 +64,7 @@ def test_version_and_time_staleness():
 
 
 def test_summary_exact_values():
-    summary = summarize(pipeline_trace())
+    summary = summarize(pipeline_trace()).to_dict()
     assert tuple(summary) == SUMMARY_KEYS
     assert summary["batches"] == 3
     assert summary["makespan_s"] == 8.0
@@ -82,7 +82,7 @@ def test_summary_exact_values():
 
 
 def test_warmup_drops_early_batches_from_throughput_and_staleness():
-    summary = summarize(pipeline_trace(warmup=1))
+    summary = summarize(pipeline_trace(warmup=1)).to_dict()
     assert summary["throughput_batches_per_s"] == 2 / (8.0 - 4.0)
     assert summary["staleness"]["per_layer_mean"] == [1.0, 0.0]
 
@@ -91,13 +91,13 @@ def test_wait_spans_are_not_busy_and_slots_divide():
     trace = pipeline_trace()
     trace.spans.append(Span("forward:0", "f", "wait", None, None, 6.0, 8.0))
     trace.device_slots["b"] = 2
-    assert summarize(trace)["utilization"] == {"f": 6.0 / 8.0, "b": 6.0 / 16.0}
+    assert summarize(trace).utilization == {"f": 6.0 / 8.0, "b": 6.0 / 16.0}
 
 
 def test_no_speedup_without_a_sequential_reference():
     trace = pipeline_trace()
     trace.sequential_batch_s = None
-    assert summarize(trace)["speedup_vs_sequential"] is None
+    assert summarize(trace).speedup_vs_sequential is None
 
 
 def test_update_spans_without_forward_are_skipped():
@@ -107,14 +107,14 @@ def test_update_spans_without_forward_are_skipped():
 
 
 def test_empty_trace_summarizes_without_crashing():
-    summary = summarize(Trace([], "executor", "sequential", layers=1, batches=0))
+    summary = summarize(Trace([], "executor", "sequential", layers=1, batches=0)).to_dict()
     assert summary["batches"] == 0 and summary["makespan_s"] == 0.0
     assert summary["staleness"]["per_layer_mean"] == [0.0]
 
 
 @pytest.mark.parametrize("warmup", [0, 2])
 def test_throughput_inverse_of_steady_time(warmup):
-    summary = summarize(pipeline_trace(warmup))
+    summary = summarize(pipeline_trace(warmup)).to_dict()
     assert summary["throughput_batches_per_s"] > 0
 
 

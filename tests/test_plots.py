@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pdasgd.methods import worker_order
 from pdasgd.metrics import summarize
-from pdasgd.plots import _window, _worker_order, gantt, staleness_plot
+from pdasgd.plots import _window, gantt, staleness_plot
 from pdasgd.scenario import parse_scenario
 from pdasgd.trace import Span, Trace
 from simulator import simulate
@@ -53,7 +54,7 @@ def test_gantt_window_keeps_the_first_batches_and_their_waits() -> None:
 
 def test_worker_rows_go_forward_then_backward_then_by_number() -> None:
     names = ["backward:10", "worker:2", "backward:2", "forward:0", "worker:10"]
-    assert sorted(names, key=_worker_order) == [
+    assert worker_order("async-lu", names) == [
         "forward:0",
         "backward:2",
         "backward:10",

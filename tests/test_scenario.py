@@ -146,7 +146,7 @@ BAD = [
     ("[workers]\nforward = 0", r"^workers.forward: must be >= 1, got 0$"),
     ("[workers]\nbackward = 1.5", r"^workers.backward: must be an integer, got float 1.5$"),
     ("[workers]\nbackward = true", r"^workers.backward: must be an integer"),
-    ('method = "adam"', r"^method: must be one of sequential, async-lu"),
+    ('method = "adam"', r"^method: unknown method 'adam' \(methods: sequential, async-lu"),
     ("colour = 1", r"^colour: unknown key"),
     ("[workers]\nthreads = 2", r"^workers.threads: unknown key"),
     (

@@ -89,7 +89,7 @@ def test_a_time_sliced_run_of_three_workers_on_two_slots_keeps_both_slots_busy()
                     }
                 )
             )
-        )
+        ).to_dict()
 
     for time_slice in (False, True):
         result = summary(time_slice)
@@ -111,7 +111,7 @@ def hogwild(contention: float, batches: int = 40) -> dict:
                 }
             )
         )
-    )
+    ).to_dict()
 
 
 def test_two_always_busy_workers_lose_exactly_the_contention() -> None:

@@ -27,7 +27,7 @@ FIXED_GRID = list(
 )
 
 
-def fixed(method, layers, beta, n_f, k, q, handoff_s, update_s, forward_s, batches=17):
+def fixed(method, layers, beta, n_f, k, q, handoff_s, visibility_s, forward_s, batches=17):
     return parse_scenario(
         {
             "method": method,
@@ -35,12 +35,12 @@ def fixed(method, layers, beta, n_f, k, q, handoff_s, update_s, forward_s, batch
                 "layers": layers,
                 "forward_s": forward_s,
                 "beta": beta,
-                "update_s": 0.01 if update_s else 0.0,
+                "update_s": 0.01 if visibility_s else 0.0,
                 "activation_bytes": 7,
                 "param_bytes": 13,
             },
             "workers": {"forward": n_f, "backward": k, "max_in_flight": q},
-            "delays": {"handoff_s": handoff_s, "update_s": update_s},
+            "delays": {"handoff_s": handoff_s, "visibility_s": visibility_s},
             "run": {"batches": batches, "warmup": 3},
         }
     )
@@ -66,8 +66,9 @@ def test_fast_path_equals_simpy_span_for_span() -> None:
         assert slow.memory_peak_bytes == quick.memory_peak_bytes, case
 
 
-def assert_same_summary(fast: dict, reference: dict) -> None:
+def assert_same_summary(fast_summary, reference_summary) -> None:
     """Exactly equal, except utilisation (busy times summed in another order)."""
+    fast, reference = fast_summary.to_dict(), reference_summary.to_dict()
     assert list(fast) == list(reference)
     for key in fast:
         if key == "utilization":
@@ -89,10 +90,10 @@ def test_fast_summary_in_small_chunks_equals_one_chunk(monkeypatch: pytest.Monke
         fixed("async-lu", 4, 2.3, 2, 3, 5, 0.37, 0.6, 0.1, 300),
         fixed("async-bu", 3, 0.5, 1, 1, 2, 0, 0, 1, 300),
     ]
-    whole = [simulate_summary(sc) for sc in cases]
+    whole = [simulate_summary(sc).to_dict() for sc in cases]
     monkeypatch.setattr(fastsummary, "CHUNK_STEPS", 7)
     for sc, expected in zip(cases, whole, strict=True):
-        chunked = simulate_summary(sc)
+        chunked = simulate_summary(sc).to_dict()
         times = chunked.pop("time_staleness_s")["per_layer_mean"]
         assert times == pytest.approx(expected.pop("time_staleness_s")["per_layer_mean"], rel=1e-15)
         assert chunked == expected
@@ -101,9 +102,9 @@ def test_fast_summary_in_small_chunks_equals_one_chunk(monkeypatch: pytest.Monke
 def test_fast_summary_handles_a_million_batches() -> None:
     sc = fixed("async-lu", 3, 2.3, 1, 2, 8, 0.0, 0.0, 1.0, batches=1_000_000)
     summary = simulate_summary(sc, progress=False)
-    assert summary["batches"] == 1_000_000
-    assert summary["throughput_batches_per_s"] == pytest.approx(1 / 1.15, rel=1e-6)  # c = B / k
-    assert summary["memory_peak_bytes"] > 0
+    assert summary.batches == 1_000_000
+    assert summary.throughput_batches_per_s == pytest.approx(1 / 1.15, rel=1e-6)  # c = B / k
+    assert summary.memory_peak_bytes > 0
 
 
 def test_same_scenario_and_seed_give_byte_identical_trace_files(tmp_path) -> None:
@@ -152,7 +153,7 @@ def test_own_devices_with_role_speeds_take_the_fast_path_and_agree() -> None:
     sc = parse_scenario(data)
     assert choose_engine(sc) == "fast"
     fast, slow = simulate(sc, engine="fast"), simulate(sc, engine="simpy")
-    assert summarize(fast)["makespan_s"] == pytest.approx(summarize(slow)["makespan_s"], abs=1e-9)
+    assert summarize(fast).makespan_s == pytest.approx(summarize(slow).makespan_s, abs=1e-9)
     forward = [s for s in fast.spans if s.op == "forward" and s.batch == 0]
     assert sum(s.duration_s for s in forward) == pytest.approx(0.5)  # cost 1 on a device of speed 2
 
@@ -184,7 +185,7 @@ def test_a_batch_never_reads_its_own_update(method: str) -> None:
         {"method": method, "model": {"layer": layers}, "workers": workers, "run": {"batches": 20}}
     )
     trace = simulate(sc, engine="simpy")
-    assert min(summarize(trace)["staleness"]["per_layer_max"]) >= 0
+    assert min(summarize(trace).staleness.per_layer_max) >= 0
     assert all(s.version >= 0 for s in trace.spans if s.op == "forward")
     if method != "lapsgd":
         assert_same_summary(simulate_summary(sc), summarize(trace))

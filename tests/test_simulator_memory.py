@@ -22,7 +22,7 @@ def peak(data: dict, engine: str) -> int | None:
     sc = parse_scenario(data)
     by_trace = simulate(sc, engine=engine).memory_peak_bytes
     if engine == "fast":
-        assert simulate_summary(sc)["memory_peak_bytes"] == by_trace
+        assert simulate_summary(sc).memory_peak_bytes == by_trace
     return by_trace
 
 
@@ -46,7 +46,7 @@ def test_sequential_with_update_delay_keeps_the_old_version(engine: str) -> None
     data = {
         "method": "sequential",
         "model": {"layer": [{**layer, "activation_bytes": 10, "param_bytes": 100}]},
-        "delays": {"update_s": 1.0},
+        "delays": {"visibility_s": 1.0},
         "run": {"batches": 10, "warmup": 1},
     }
     assert peak(data, engine) == 210

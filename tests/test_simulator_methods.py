@@ -7,8 +7,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from pdasgd.methods import BUILT_IN
 from pdasgd.metrics import makespan_s, steady_time_per_batch_s, summarize
-from pdasgd.scenario import METHODS, parse_scenario
+from pdasgd.scenario import parse_scenario
 from simulator import simulate
 
 
@@ -33,7 +34,7 @@ def max_concurrency(spans) -> int:
 def test_no_device_ever_runs_more_ops_than_it_has_slots() -> None:
     rng = random.Random(5)
     for trial in range(30):
-        method = rng.choice(METHODS)
+        method = rng.choice([m.name for m in BUILT_IN])
         devices = [
             {"name": f"d{i}", "slots": rng.randint(1, 2), "speed": rng.choice([0.5, 1.0, 2.0])}
             for i in range(2)
@@ -93,7 +94,7 @@ def test_throughput_never_beats_the_busiest_device(placement, devices, bound) ->
             assert steady_time_per_batch_s(trace) >= bound(beta) * window, (method, beta)
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "lppsgd"])
+@pytest.mark.parametrize("method", [m.name for m in BUILT_IN if m.name != "lppsgd"])
 def test_one_single_slot_device_is_never_faster_than_sequential(method: str) -> None:
     for beta in (0.5, 2.0, 3.0):
         sc = scenario(
@@ -146,7 +147,7 @@ def test_jitter_without_waiting_averages_out(method: str, extra: dict) -> None:
     assert mean >= fixed - 3 * spread / len(runs) ** 0.5
 
 
-STRAGGLER = {"worker": "worker:1", "every": 2, "extra_s": 0.5}
+STRAGGLER = {"worker": "worker:1", "every": 2, "extra_s": 0.5, "kind": "busy"}
 
 
 def test_ddp_straggler_slows_every_replica_exactly() -> None:
@@ -156,14 +157,14 @@ def test_ddp_straggler_slows_every_replica_exactly() -> None:
         "ddp",
         model={"layers": 2, "forward_s": 1.0, "beta": 1.0, "update_s": 0.1},
         workers={"replicas": 2},
-        delays={"handoff_s": 0.2, "straggler": [STRAGGLER]},
+        delays={"allreduce_s": 0.2, "straggler": [STRAGGLER]},
     )
     trace = simulate(sc)
     assert makespan_s(trace) == pytest.approx(6 * 2.4 + 3 * 0.5, abs=1e-9)
     waits = [s for s in trace.spans if s.op == "wait"]
     assert [(s.worker, round(s.duration_s, 9)) for s in waits] == [("worker:0", 0.5)] * 3
     assert Counter(s.worker for s in trace.spans if s.op == "allreduce") == {"worker:0": 6, "worker:1": 6}
-    assert summarize(trace)["staleness"]["max"] == 0
+    assert summarize(trace).staleness.max == 0
 
 
 def test_ddp_with_a_batch_count_not_divisible_by_replicas_finishes() -> None:
@@ -195,7 +196,7 @@ def test_hogwild_waits_for_nobody() -> None:
     sc = scenario(
         "hogwild",
         workers={"replicas": 1, "per_replica": 3},
-        delays={"straggler": [{"worker": "worker:2", "every": 1, "extra_s": 1.0}]},
+        delays={"straggler": [{"worker": "worker:2", "every": 1, "extra_s": 1.0, "kind": "busy"}]},
         run={"batches": 30},
     )
     trace = simulate(sc)
@@ -213,7 +214,7 @@ def test_hogwild_versions_are_shared_by_all_workers() -> None:
     """Two workers in lockstep: batch 2j+1 updates right after batch 2j did (same instant, batch order), so
     half the batches see one update in between."""
     trace = simulate(scenario("hogwild", workers={"replicas": 1, "per_replica": 2}, run={"batches": 20}))
-    assert summarize(trace)["staleness"]["per_layer_mean"] == [0.5, 0.5]
+    assert summarize(trace).staleness.per_layer_mean == [0.5, 0.5]
 
 
 def test_lapsgd_with_one_replica_is_hogwild() -> None:
@@ -229,20 +230,20 @@ def test_lapsgd_averages_every_few_local_steps() -> None:
         "lapsgd",
         model={"layers": 2, "forward_s": 1.0, "beta": 1.0, "update_s": 0.1},
         workers={"replicas": 2, "per_replica": 1, "average_every": 3},
-        delays={"handoff_s": 0.2},
+        delays={"allreduce_s": 0.2},
     )
     trace = simulate(sc)
     assert makespan_s(trace) == pytest.approx(2 * (3 * 2.2 + 0.2), abs=1e-9)
     allreduce = [s for s in trace.spans if s.op == "allreduce"]
     assert len(allreduce) == 4 and all(s.duration_s == pytest.approx(0.2) for s in allreduce)
-    assert summarize(trace)["staleness"]["max"] == 0  # one worker per replica copy
+    assert summarize(trace).staleness.max == 0  # one worker per replica copy
 
 
 def test_lapsgd_replicas_wait_for_a_straggler_at_averaging() -> None:
     sc = scenario(
         "lapsgd",
         workers={"replicas": 2, "per_replica": 1, "average_every": 2},
-        delays={"straggler": [{"worker": "worker:1", "every": 2, "extra_s": 0.7}]},
+        delays={"straggler": [{"worker": "worker:1", "every": 2, "extra_s": 0.7, "kind": "busy"}]},
     )
     waits = [s for s in simulate(sc).spans if s.op == "wait"]
     assert waits and {s.worker for s in waits} == {"worker:0"}
@@ -270,8 +271,8 @@ def test_lppsgd_workers_update_only_their_partition() -> None:
 
 def test_straggler_delay_lands_on_the_first_op_of_every_nth_batch() -> None:
     stragglers = [
-        {"worker": "forward:0", "every": 3, "extra_s": 0.25},
-        {"worker": "backward:1", "every": 2, "extra_s": 0.125},
+        {"worker": "forward:0", "every": 3, "extra_s": 0.25, "kind": "busy"},
+        {"worker": "backward:1", "every": 2, "extra_s": 0.125, "kind": "busy"},
     ]
     sc = scenario("async-lu", workers={"forward": 1, "backward": 2}, delays={"straggler": stragglers})
     trace = simulate(sc)

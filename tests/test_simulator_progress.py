@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pdasgd.scenario import parse_scenario
 from simulator import simulate, simulate_summary
-from simulator.progress import Progress, wanted
+from simulator.progress import ProgressBar, wanted
 
 
 def scenario(method: str = "async-lu", batches: int = 400):
@@ -23,7 +23,7 @@ def test_wanted() -> None:
 
 
 def test_progress_counts_every_tick(capsys) -> None:
-    with Progress(1000, "x") as bar:
+    with ProgressBar(1000, "x") as bar:
         for _ in range(999):
             bar.tick()
         assert bar.bar.n + bar.pending == 999

@@ -13,11 +13,13 @@ from simulator import simulate, simulate_summary
 from theory.speedup import async_time, cycle_time, sequential_time
 from theory.staleness import bounded_bu_staleness, staleness_recursion, version_staleness
 
+LAYERWISE = {"async-lu": True, "async-bu": False}  # the theory's name for LU and BU
+
 
 def uniform(method: str, layers: int, beta: float, batches: int, **options) -> Scenario:
     """A scenario with F = forward_s (default 1) and B = beta F, split evenly over `layers` layers."""
     workers = {key: options.pop(key) for key in ("forward", "backward", "max_in_flight") if key in options}
-    delays = {key: options.pop(key) for key in ("handoff_s", "update_s") if key in options}
+    delays = {key: options.pop(key) for key in ("handoff_s", "visibility_s") if key in options}
     forward_s = options.pop("forward_s", 1.0)
     warmup = options.pop("warmup", 0)
     assert not options, options
@@ -74,7 +76,7 @@ def test_long_run_time_per_batch_equals_cycle_time(q: int | None) -> None:
             "async-lu", 2, beta, 3000, forward=n_f, backward=k, handoff_s=handoff_s, warmup=1000, **bound
         )
         expected = cycle_time(1.0, beta, n_f, k, handoff_s, q)
-        got = 1.0 / simulate_summary(sc)["throughput_batches_per_s"]
+        got = 1.0 / simulate_summary(sc).throughput_batches_per_s
         assert got == pytest.approx(expected, rel=1e-3), (beta, k, n_f, handoff_s, q)
 
 
@@ -99,7 +101,7 @@ def test_version_staleness_theory_examples(engine, method, handoff_s, expected) 
     table = staleness_table(simulate(sc, engine=engine))
     assert [min(v) for v in table.versions] == expected
     assert [max(v) for v in table.versions] == expected
-    theory = version_staleness([0.25] * 4, [2.3 / 4] * 4, 3, method, handoff_s)
+    theory = version_staleness([0.25] * 4, [2.3 / 4] * 4, 3, LAYERWISE[method], handoff_s)
     assert theory == expected
 
 
@@ -108,8 +110,8 @@ def test_version_staleness_theory_examples(engine, method, handoff_s, expected) 
 def test_exact_ties_count_updates_as_visible(engine: str, method: str) -> None:
     """M=4, beta=2, F=1: updates land exactly when later batches read (dyadic times, no rounding)."""
     sc = uniform(method, 4, 2.0, 40, backward=2, warmup=8, max_in_flight=64)
-    summary = summarize(simulate(sc, engine=engine))
-    expected = version_staleness([0.25] * 4, [0.5] * 4, 2, method)
+    summary = summarize(simulate(sc, engine=engine)).to_dict()
+    expected = version_staleness([0.25] * 4, [0.5] * 4, 2, LAYERWISE[method])
     assert expected == ([2, 2, 1, 0] if method == "async-lu" else [2, 2, 2, 2])
     assert summary["staleness"]["per_layer_max"] == expected
     assert summary["staleness"]["per_layer_mean"] == [float(x) for x in expected]
@@ -150,7 +152,7 @@ def test_version_staleness_random_layers(method: str) -> None:
             [x["forward_s"] for x in layers],
             [x["backward_s"] for x in layers],
             k,
-            method,
+            LAYERWISE[method],
             handoff_s,
             [x["update_s"] for x in layers],
         )
@@ -178,7 +180,7 @@ def test_per_batch_staleness_equals_theory_recursion_in_every_regime(method: str
             [x["forward_s"] for x in layers],
             [x["backward_s"] for x in layers],
             k,
-            method,
+            LAYERWISE[method],
             50,
             n_forward=n_f,
             handoff_s=handoff_s,

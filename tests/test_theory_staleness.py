@@ -1,4 +1,4 @@
-"""Staleness closed forms (THEORY.md, section 3.4) against exact examples and the schedule recursion."""
+"""Staleness closed forms (docs/theory.md; the paper's section 3.4) against examples and the recursion."""
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ from theory.staleness import (
     version_staleness,
 )
 
-METHODS = ("async-lu", "async-bu")
+LAYERWISE = (True, False)  # LU, BU
 
 
 def test_block_delay_example():
@@ -43,11 +43,11 @@ def test_paper_relative_staleness_slip():
 )
 def test_version_staleness_examples(handoff_s, lu, bu):
     f, g = uniform_layers(1.0, 4), uniform_layers(2.3, 4)
-    assert version_staleness(f, g, 3, "async-lu", handoff_s) == lu
-    assert version_staleness(f, g, 3, "async-bu", handoff_s) == bu
+    assert version_staleness(f, g, 3, True, handoff_s) == lu
+    assert version_staleness(f, g, 3, False, handoff_s) == bu
     # the same numbers come out of the exact schedule recursion, for every batch in steady state
-    for method, expected in (("async-lu", lu), ("async-bu", bu)):
-        stale = staleness_recursion(f, g, 3, method, 40, handoff_s=handoff_s)
+    for layerwise, expected in ((True, lu), (False, bu)):
+        stale = staleness_recursion(f, g, 3, layerwise, 40, handoff_s=handoff_s)
         assert (stale[10:] == expected).all()
 
 
@@ -56,8 +56,8 @@ def test_uniform_closed_forms_agree():
         for beta in (0.0, 0.3, 0.5, 1.0, 1.7, 2.0, 2.3, 3.0, 4.25):
             k = max(1, int(np.ceil(beta)))
             f, g = uniform_layers(1.0, layers), uniform_layers(beta, layers)
-            for method in METHODS:
-                assert version_staleness(f, g, k, method) == uniform_staleness(layers, beta, method)
+            for layerwise in LAYERWISE:
+                assert version_staleness(f, g, k, layerwise) == uniform_staleness(layers, beta, layerwise)
 
 
 def test_version_staleness_matches_recursion_on_random_layers():
@@ -72,9 +72,9 @@ def test_version_staleness_matches_recursion_on_random_layers():
         if sum(g) + sum(u) > k * sum(f):
             continue
         d = float(rng.choice([0.0, rng.uniform(0.0, 2.0)]))
-        for method in METHODS:
-            expected = version_staleness(f, g, k, method, d, u)
-            stale = staleness_recursion(f, g, k, method, 60, handoff_s=d, update_s_per_layer=u)
+        for layerwise in LAYERWISE:
+            expected = version_staleness(f, g, k, layerwise, d, u)
+            stale = staleness_recursion(f, g, k, layerwise, 60, handoff_s=d, update_s_per_layer=u)
             assert (stale[20:] == expected).all()
         checked += 1
     assert checked > 50
@@ -83,16 +83,16 @@ def test_version_staleness_matches_recursion_on_random_layers():
 def test_tie_counts_as_visible():
     # Delta = 2F (input layer) and F (output layer): batch i-1's update lands exactly at batch i's read,
     # (and batch i-2's at the input layer's read): visible, so not stale
-    assert version_staleness([0.5, 0.5], [0.5, 0.5], 1, "async-lu") == [1, 0]
-    stale = staleness_recursion([0.5, 0.5], [0.5, 0.5], 1, "async-lu", 20)
+    assert version_staleness([0.5, 0.5], [0.5, 0.5], 1, True) == [1, 0]
+    stale = staleness_recursion([0.5, 0.5], [0.5, 0.5], 1, True, 20)
     assert (stale[5:] == [1, 0]).all()
     # a little later and they count
-    assert version_staleness([0.5, 0.5], [0.5, 0.6], 2, "async-lu") == [2, 1]
+    assert version_staleness([0.5, 0.5], [0.5, 0.6], 2, True) == [2, 1]
 
 
 def test_backward_bound_is_rejected():
     with pytest.raises(ValueError, match="backward-bound"):
-        version_staleness([0.5, 0.5], [1.0, 1.5], 2, "async-bu")
+        version_staleness([0.5, 0.5], [1.0, 1.5], 2, False)
 
 
 def test_layer_wise_updates_are_never_staler():
@@ -101,8 +101,8 @@ def test_layer_wise_updates_are_never_staler():
         layers = int(rng.integers(1, 8))
         f, g = list(rng.uniform(0.1, 1, layers)), list(rng.uniform(0.1, 1, layers))
         k = int(np.ceil(sum(g) / sum(f)))
-        lu = version_staleness(f, g, k, "async-lu")
-        bu = version_staleness(f, g, k, "async-bu")
+        lu = version_staleness(f, g, k, True)
+        bu = version_staleness(f, g, k, False)
         assert all(a <= b for a, b in zip(lu, bu, strict=True))
         assert lu[0] == bu[0]  # the input layer is updated last either way
 
@@ -110,7 +110,7 @@ def test_layer_wise_updates_are_never_staler():
 def test_fresh_layers_are_not_the_second_half():
     for layers in range(1, 30):
         for beta in (0.5, 1.0, 2.0, 3.0):
-            lu = uniform_staleness(layers, beta, "async-lu")
+            lu = uniform_staleness(layers, beta, True)
             assert fresh_layer_fraction(layers, beta) == lu.count(0) / layers
     for beta in (0.5, 1.0, 2.0, 3.0):
         assert fresh_layer_fraction(10_000, beta) == pytest.approx(1 / (1 + beta), abs=2e-4)
@@ -123,8 +123,8 @@ def test_large_depth_means():
         for d in (0.0, 0.37):
             f, g = uniform_layers(1.0, layers), uniform_layers(beta, layers)
             k = int(np.ceil(beta))
-            bu = np.mean(version_staleness(f, g, k, "async-bu", d))
-            lu = np.mean(version_staleness(f, g, k, "async-lu", d))
+            bu = np.mean(version_staleness(f, g, k, False, d))
+            lu = np.mean(version_staleness(f, g, k, True, d))
             assert bu == pytest.approx(beta + d, abs=2e-3)
             if d == 0:
                 assert beta / 2 - 0.5 <= lu < beta / 2 + 0.5
@@ -148,7 +148,7 @@ def test_bounded_in_flight_bu_staleness():
         if not _forward_waits(schedule, n_f, sum(f), 100):
             continue
         checked += 1
-        stale = staleness_recursion(f, g, k, "async-bu", 200, n_f, d, max_in_flight=q)[100:-1]
+        stale = staleness_recursion(f, g, k, False, 200, n_f, d, max_in_flight=q)[100:-1]
         if n_f == 1:
             assert (stale == bounded_bu_staleness(q)).all()
         else:
@@ -158,14 +158,14 @@ def test_bounded_in_flight_bu_staleness():
 
 def test_forward_waiting_for_a_free_backward_worker_gives_staleness_k():
     f, g = uniform_layers(1.0, 4), uniform_layers(3.0, 4)  # beta = 3 > k = 2
-    stale = staleness_recursion(f, g, 2, "async-bu", 100, max_in_flight=3)
+    stale = staleness_recursion(f, g, 2, False, 100, max_in_flight=3)
     assert (stale[20:] == 2).all()
 
 
 def test_unbounded_queue_staleness_grows():
     f, g = uniform_layers(1.0, 4), uniform_layers(3.0, 4)
     for k in (1, 2):
-        stale = staleness_recursion(f, g, k, "async-bu", 2001, handoff_s=0.2)
+        stale = staleness_recursion(f, g, k, False, 2001, handoff_s=0.2)
         growth = (stale[2000] - stale[1000]) / 1000
         assert growth == pytest.approx(1 - k * 1.0 / 3.0, abs=2e-3)
 
@@ -176,11 +176,11 @@ def test_unbounded_queue_staleness_grows():
         lambda: block_delay([]),
         lambda: block_delay([0.1, -0.1]),
         lambda: version_staleness([1.0], [1.0], 1, "hogwild"),
-        lambda: version_staleness([1.0], [1.0, 1.0], 2, "async-lu"),
-        lambda: version_staleness([1.0], [1.0], 0, "async-lu"),
-        lambda: version_staleness([1.0], [float("nan")], 1, "async-lu"),
-        lambda: version_staleness([1.0], [0.5], 1, "async-lu", update_s_per_layer=[0.1, 0.1]),
-        lambda: staleness_recursion([1.0], [1.0], 1, "async-lu", 0),
+        lambda: version_staleness([1.0], [1.0, 1.0], 2, True),
+        lambda: version_staleness([1.0], [1.0], 0, True),
+        lambda: version_staleness([1.0], [float("nan")], 1, True),
+        lambda: version_staleness([1.0], [0.5], 1, True, update_s_per_layer=[0.1, 0.1]),
+        lambda: staleness_recursion([1.0], [1.0], 1, True, 0),
         lambda: paper_relative_staleness(2.0, 0),
         lambda: fresh_layer_fraction(0, 2.0),
         lambda: bounded_bu_staleness(0),

@@ -1,6 +1,6 @@
 """Closed forms for decoupled asynchronous backpropagation with layer-wise updates.
 
-Re-derived and corrected from arXiv 2410.05985 (see THEORY.md): speed-up (section 3.3, `speedup`),
+Re-derived and corrected from arXiv 2410.05985 (docs/theory.md): speed-up (section 3.3, `speedup`),
 staleness (section 3.4, `staleness`), gradient-bias bound (later version, `bias`), SDE and delayed-SGD
 variance (section 5 and appendix B, `sde`), and the max-plus cycle time of fixed-time schedules (`maxplus`).
 Each module states its assumptions and where the paper is wrong. Only numpy, scipy and the standard library
@@ -35,12 +35,17 @@ from theory.staleness import (
     bounded_bu_staleness,
     fresh_layer_fraction,
     mean_relative_delay,
+    offset_staleness,
+    offset_staleness_recursion,
     paper_relative_staleness,
+    read_offsets,
     staleness_recursion,
     uniform_layers,
     uniform_staleness,
     version_staleness,
+    visible_offsets,
 )
+from theory.ties import TIE_FRACTION, tie_s
 
 __all__ = [
     "async_schedule",
@@ -61,10 +66,13 @@ __all__ = [
     "lipschitz_constant",
     "max_cycle_mean",
     "mean_relative_delay",
+    "offset_staleness",
+    "offset_staleness_recursion",
     "ou_stationary_variance",
     "paper_relative_staleness",
     "paper_stationary_variance",
     "paper_speedup",
+    "read_offsets",
     "pathwise_bound",
     "perturbed_sgd_variance",
     "sample_delayed_sgd",
@@ -76,4 +84,7 @@ __all__ = [
     "uniform_layers",
     "uniform_staleness",
     "version_staleness",
+    "visible_offsets",
+    "TIE_FRACTION",
+    "tie_s",
 ]

@@ -46,3 +46,10 @@ def durations(name: str, values: Sequence[float], positive: bool = False) -> lis
 def optional_count(name: str, value: int | None) -> int | None:
     """None (unbounded) or an integer >= 1."""
     return None if value is None else count(name, value)
+
+
+def flag(name: str, value: bool) -> bool:
+    """Return `value`, or raise if it is not True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value

@@ -49,13 +49,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 @dataclasses.dataclass
 class Comparison:
-    """One method compared: the document of `pdasgd.comparison` and the two traces behind it."""
+    """One method compared: the document of `pdasgd.comparison`, the two traces and summaries behind it,
+    and the measured sequential time per batch its speed-ups divide by."""
 
     label: str
     scenario: Scenario
     document: dict[str, Any]
     predicted: Any  # Trace
     measured: Any  # Trace
+    summaries: dict[str, Any]  # "predicted" / "measured" -> Summary
+    sequential_batch_s: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +83,7 @@ def profiled(scenario: Scenario, force: bool = False) -> Profiled:
     sequential_s = sum(layer.cost(op) for layer in samples for op in ("forward", "backward", "update"))
     if scenario.model is not None and not force:
         return Profiled(scenario, batch_matched_cv(samples), sequential_s, pipelined=False)
-    pipelined = scenario.method != "sequential"
+    pipelined = len(scenario.worker_names()) > 1
     if pipelined:
         samples = measure_pipelined(scenario, samples)
     model = Model(tuple(layer.layer("mean") for layer in samples))
@@ -124,23 +127,27 @@ def compare_one(
 
     costs = profiled(scenario, force)
     scenario = costs.scenario
-    is_sequential = scenario.method == "sequential"
-    baseline = sequential_batch_s is None and not is_sequential
+    alone = len(scenario.worker_names()) == 1
+    baseline = sequential_batch_s is None and not alone
     measured = executor.run(scenario, progress=progress, baseline=baseline).trace
-    if is_sequential:
-        measured.sequential_batch_s = steady_time_per_batch_s(measured)
-    elif sequential_batch_s is not None:
-        measured.sequential_batch_s = sequential_batch_s
+    if alone:  # this run is its own sequential reference
+        sequential_batch_s = steady_time_per_batch_s(measured)
     machine = on_machine(scenario, measured.device_slots, costs.jitter_cv)
     predicted = simulator.simulate(machine, progress=progress)
-    predicted.sequential_batch_s = costs.sequential_batch_s
-    document = compare_summaries(summarize(predicted), summarize(measured), theory_for(scenario))
+    summaries = {
+        "predicted": summarize(predicted, sequential_batch_s=costs.sequential_batch_s),
+        "measured": summarize(measured, sequential_batch_s=sequential_batch_s),
+    }
+    document = compare_summaries(
+        summaries["predicted"].to_dict(), summaries["measured"].to_dict(), theory_for(scenario)
+    )
     document["machine"] = {
         "device_slots": measured.device_slots,
         "jitter_cv": costs.jitter_cv,
         "pipelined_costs": costs.pipelined,
     }
-    return Comparison(scenario.method, scenario, document, predicted, measured)
+    reference_s = sequential_batch_s if sequential_batch_s is not None else measured.sequential_batch_s
+    return Comparison(scenario.method, scenario, document, predicted, measured, summaries, reference_s)
 
 
 def write_outputs(out_dir: Path, title: str, comparisons: list[Comparison], notes: list[str]) -> Path:
@@ -159,7 +166,7 @@ def write_outputs(out_dir: Path, title: str, comparisons: list[Comparison], note
         for side, trace in (("predicted", item.predicted), ("measured", item.measured)):
             gantt(trace, out_dir / f"{tag}.gantt.{side}.png", title=f"{tag}: {side}")
             plots[f"{tag}: Gantt chart, {side}"] = f"{tag}.gantt.{side}.png"
-            runs[f"{tag} {side}"] = item.document[side]
+            runs[f"{tag} {side}"] = item.summaries[side]
     staleness_plot(runs, out_dir / "staleness.png", title="per-layer staleness, predicted vs measured")
     plots["Per-layer staleness, predicted vs measured"] = "staleness.png"
     documents = {item.label: item.document for item in comparisons}

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from pdasgd.cli.common import add_json_flag, eprint, format_table, print_json
-from pdasgd.defaults import DEMO_METHODS, DEMO_TOML, demo_scenario
+from pdasgd.demo import DEMO_METHODS, DEMO_TOML, demo_scenario
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         if progress:
             eprint(f"{method}: profile, run, simulate")
         item = compare_one(scenario.with_overrides({"method": method}), sequential_s, progress)
-        sequential_s = sequential_s or item.measured.sequential_batch_s
+        sequential_s = sequential_s or item.sequential_batch_s
         comparisons.append(item)
     out_dir = Path(args.out)
     notes = [

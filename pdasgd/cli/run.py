@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         _plotter()  # fail before training, not after
     import executor.runtime as runtime
 
-    runtime.check_method(scenario.method)
+    runtime.check_method(scenario)
     try:
         result = runtime.run(
             scenario,
@@ -108,9 +108,10 @@ def _plotter():
 
 def _print(args: argparse.Namespace, result: Any) -> None:
     if args.json:
-        print_json({**result.summary, "accuracy_curve": [list(point) for point in result.accuracy_curve]})
+        curve = [list(point) for point in result.accuracy_curve]
+        print_json({**result.summary.to_dict(), "accuracy_curve": curve})
         return
-    print(format_table(["metric", "value"], summary_rows(result.summary)))
+    print(format_table(["metric", "value"], summary_rows(result.summary.to_dict())))
     if len(result.accuracy_curve) > 1:
         print()
         rows = [[batches, time_s, accuracy] for batches, time_s, accuracy in result.accuracy_curve]

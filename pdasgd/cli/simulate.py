@@ -14,8 +14,6 @@ from pathlib import Path
 from pdasgd.cli.common import add_json_flag, fail, format_table, print_json
 from pdasgd.scenario import Scenario, load_scenario
 
-COUNTERPART = {"async-lu": "async-bu", "async-bu": "async-lu"}
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -82,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         summary = simulate_summary(scenario, engine=engine, progress=progress)
     written = _write_files(args, scenario, trace, summary, progress)
     if args.json:
-        print_json(summary)
+        print_json(summary.to_dict())
     else:
         print(_report(scenario, summary, engine))
         for path in written:
@@ -101,7 +99,7 @@ def _with_overrides(scenario: Scenario, args: argparse.Namespace) -> Scenario:
     return scenario.with_overrides(overrides) if overrides else scenario
 
 
-def _write_files(args, scenario: Scenario, trace, summary: dict, progress) -> list[Path]:
+def _write_files(args, scenario: Scenario, trace, summary, progress) -> list[Path]:
     written = []
     try:
         if args.trace:
@@ -128,13 +126,13 @@ def _gantt(args, scenario: Scenario, trace) -> Path:
     return gantt(trace, args.gantt, batches=args.gantt_batches, title=title)
 
 
-def _staleness_plot(args, scenario: Scenario, summary: dict, progress) -> Path:
+def _staleness_plot(args, scenario: Scenario, summary, progress) -> Path:
     """This scenario's staleness; for async-lu/async-bu the other update rule on the same costs beside it."""
     from pdasgd.plots import staleness_plot
     from simulator import simulate_summary
 
     runs = {scenario.method: summary}
-    other = COUNTERPART.get(scenario.method)
+    other = scenario.definition.contrast
     if other:
         runs[other] = simulate_summary(scenario.with_overrides({"method": other}), progress=progress)
     return staleness_plot(
@@ -142,30 +140,30 @@ def _staleness_plot(args, scenario: Scenario, summary: dict, progress) -> Path:
     )
 
 
-def _report(scenario: Scenario, summary: dict, engine: str) -> str:
-    staleness = summary["staleness"]
+def _report(scenario: Scenario, summary, engine: str) -> str:
+    staleness = summary.staleness
     overview = [
-        ["method", summary["method"]],
+        ["method", summary.method],
         ["engine", engine],
-        ["batches", summary["batches"]],
-        ["makespan (s)", summary["makespan_s"]],
-        ["throughput (batches/s)", summary["throughput_batches_per_s"]],
-        ["speed-up vs sequential", summary["speedup_vs_sequential"]],
-        ["staleness mean / max", f"{staleness['mean']:.3g} / {staleness['max']}"],
-        ["memory peak", _bytes(summary["memory_peak_bytes"])],
+        ["batches", summary.batches],
+        ["makespan (s)", summary.makespan_s],
+        ["throughput (batches/s)", summary.throughput_batches_per_s],
+        ["speed-up vs sequential", summary.speedup_vs_sequential],
+        ["staleness mean / max", f"{staleness.mean:.3g} / {staleness.max}"],
+        ["memory peak", _bytes(summary.memory_peak_bytes)],
     ]
     layers = [
         [layer, mean, top, seconds]
         for layer, (mean, top, seconds) in enumerate(
             zip(
-                staleness["per_layer_mean"],
-                staleness["per_layer_max"],
-                summary["time_staleness_s"]["per_layer_mean"],
+                staleness.per_layer_mean,
+                staleness.per_layer_max,
+                summary.time_staleness_s.per_layer_mean,
                 strict=True,
             )
         )
     ]
-    devices = [[device, value] for device, value in summary["utilization"].items()]
+    devices = [[device, value] for device, value in summary.utilization.items()]
     return "\n\n".join(
         [
             f"predicted: {scenario.name} ({scenario.method}), warmup {scenario.run.warmup} batches",
