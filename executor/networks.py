@@ -8,6 +8,8 @@ shape (batch, num_classes). Built-in networks:
 - `resnet`: a CIFAR-style ResNet with BatchNorm (networks_resnet.py): stem, each residual block, head.
 - `lstm`: [embedding, LSTM layer, LSTM layer, head], all of `hidden` units; the embedding takes int64 tokens
   (batch, seq_len) and the head classifies the last time step.
+- `timed`: one block per `[[model.layer]]` that sleeps the layer's costs (networks_timed.py), for checking
+  the executor's schedule against the simulator's.
 - `"package.module:function"`: `function(input_shape=..., num_classes=...)` returns the blocks.
 
 Every built-in block carries a readable `block_name` ("fc1", "res2.1", "lstm1", "head"); `block_names` reads
@@ -27,16 +29,26 @@ import torch
 from torch import nn
 
 from executor.networks_resnet import build_resnet
-from pdasgd.scenario import Train
+from executor.networks_timed import build_timed
+from pdasgd.scenario import Model, Train
 
 LSTM_LAYERS = 2
 
 
 def build_network(
-    train: Train, input_shape: tuple[int, ...], num_classes: int, vocab_size: int | None = None
+    train: Train,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    vocab_size: int | None = None,
+    model: Model | None = None,
 ) -> list[nn.Module]:
-    """The blocks of `train.network` for inputs of `input_shape` (one sample) and `num_classes` classes."""
+    """The blocks of `train.network` for inputs of `input_shape` (one sample) and `num_classes` classes;
+    the timed network takes its layers from `model`."""
     network = train.network
+    if network == "timed":
+        if model is None:
+            raise ValueError("train.network: timed sleeps the [model] costs, so it needs [model]")
+        return build_timed(model.layers, math.prod(input_shape))
     if ":" in network:
         return build_user_network(network, input_shape, num_classes)
     if network == "mlp":

@@ -72,7 +72,9 @@ def make_setup(scenario: Scenario, checkpoint_dir: str | os.PathLike | None = No
     warm_up()
     dataset = load_dataset(train, seed)
     torch.manual_seed(seed)
-    blocks = build_network(train, dataset.input_shape, dataset.num_classes, dataset.vocab_size)
+    blocks = build_network(
+        train, dataset.input_shape, dataset.num_classes, dataset.vocab_size, scenario.model
+    )
     blocks = [block.to(device).train() for block in blocks]
     sample_x, _ = next(batch_stream(dataset, train.batch_size, seed))
     sizes = activation_bytes(blocks, sample_x.to(device))

@@ -19,7 +19,12 @@ memory while the reading stream may still use it. Hogwild workers and the sequen
 stream of their own. The CUDA path cannot run in CI (no GPU); its tests are marked `gpu`.
 
 `burn(seconds)` keeps a core busy for that long (a busy straggler, which holds its device in the simulator
-too); `burn(seconds, sleep=True)` waits that long without a core (the timed network's ops). `time.sleep`
+too); `burn(seconds, sleep=True)` waits that long without a core. Timed ops (the timed network, stragglers)
+go by a nominal clock per thread (`op_started`, `burn_from_start`, `waited`): an op ends its cost after its
+nominal start, which is where the thread's previous timed op ended unless the thread has waited for another
+since. The Python around the ops (0.1-0.3 ms per op here: a thread's first work after a sleep of a few
+milliseconds runs up to 20 times slower, docs/platform.md) then delays a worker only when it hands work to
+another, as a schedule with exact op times would. `time.sleep`
 overshoots by 100-200 us on these machines (timer slack, a virtual machine), 2-4% of a 5 ms op, so the wait
 sleeps until 0.4 ms before its deadline and then yields the core in a loop until the deadline: within a few
 microseconds, holding the GIL only between yields (docs/platform.md).
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -39,21 +45,69 @@ from executor.params import Version
 from pdasgd.trace import Span
 
 SPIN_S = 0.0004  # the last part of a wait, spent yielding instead of sleeping
+CHUNK_S = 0.05  # a long wait checks the stop event this often
 
 
-def burn(seconds: float, sleep: bool = False) -> None:
-    """Spend `seconds`: computing on this core, or (`sleep`) waiting without it, to within microseconds."""
+def burn(seconds: float, sleep: bool = False, stop: threading.Event | None = None) -> bool:
+    """Spend `seconds`: computing on this core, or (`sleep`) waiting without it, to within microseconds.
+    Returns False (early) if `stop` is set meanwhile."""
     deadline = time.perf_counter() + seconds
     if not sleep:
         work = torch.ones(64, 64)
         while time.perf_counter() < deadline:
             torch.mm(work, work)  # releases the GIL: other threads run meanwhile, this core stays busy
-        return
-    rest_s = seconds - SPIN_S
-    if rest_s > 0:
-        time.sleep(rest_s)
+            if stop is not None and stop.is_set():
+                return False
+        return True
+    while (rest_s := deadline - time.perf_counter() - SPIN_S) > 0:
+        if stop is not None and stop.wait(min(rest_s, CHUNK_S)):
+            return False
+        if stop is None:
+            time.sleep(rest_s)
     while time.perf_counter() < deadline:
         os.sched_yield()
+    return True
+
+
+class _Pace(threading.local):
+    """This thread's timed ops on the nominal clock: when the current one started, when the last ended."""
+
+    def __init__(self) -> None:
+        self.start_s: float | None = None
+        self.end_s: float | None = None
+
+
+_pace = _Pace()
+
+
+def op_started() -> None:
+    """This thread starts an op: on the nominal clock, where its last op ended if that was a timed op and
+    the thread has not waited for another since (`waited`); else now."""
+    now = time.perf_counter()
+    end = _pace.end_s
+    _pace.start_s = end if end is not None and end <= now else now
+    _pace.end_s = None  # an op that burns no time ends when it really does
+
+
+def nominal_now() -> float:
+    """Now on this thread's nominal clock: the end of its last op if that was a timed op, else now."""
+    end = _pace.end_s
+    return end if end is not None else time.perf_counter()
+
+
+def waited() -> None:
+    """This thread waited for another (a batch, the window): its next op starts when it really does."""
+    _pace.end_s = None
+
+
+def burn_from_start(seconds: float, busy: bool = False, stop: threading.Event | None = None) -> bool:
+    """Spend the rest of `seconds` after the op's nominal start (`op_started`), sleeping (or computing, with
+    `busy`): an op of exactly that cost, whatever Python spent around it. False if `stop` was set."""
+    start = _pace.start_s if _pace.start_s is not None else time.perf_counter()
+    deadline = start + seconds
+    _pace.start_s = _pace.end_s = deadline  # a later burn of the same op continues from here
+    left_s = deadline - time.perf_counter()
+    return burn(left_s, sleep=not busy, stop=stop) if left_s > 0 else True
 
 
 class CpuClock:

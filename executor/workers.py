@@ -42,10 +42,10 @@ import torch
 from torch import nn
 
 from executor.blocks import Replica, backward_block, block_input, loss_of, owned
-from executor.links import BatchSource, Window, check
+from executor.links import BatchSource, Window, check, sleep
 from executor.memory import MemoryMeter
 from executor.params import Version, VersionedLayer
-from executor.timing import CpuClock, CudaStreams, SpanLog, burn
+from executor.timing import CpuClock, CudaStreams, SpanLog, burn_from_start, nominal_now, op_started
 from pdasgd.methods import BACKWARD, FORWARD, PUBLISH, UPDATE, Dispatch, Method, Role, Step
 from pdasgd.scenario import Straggler
 
@@ -95,7 +95,7 @@ class Delivery:
     def publish(self, layer: VersionedLayer, version: Version) -> None:
         with self._cond:
             self._count += 1
-            heapq.heappush(self._due, (time.perf_counter() + self.delay_s, self._count, layer, version))
+            heapq.heappush(self._due, (nominal_now() + self.delay_s, self._count, layer, version))
             self._cond.notify()
 
     def close(self) -> None:
@@ -197,13 +197,15 @@ class Worker:
             item.busy_s = straggler.extra_s
             return
         start = self.ctx.clock.stamp()
-        if self.ctx.stop.wait(straggler.extra_s):
-            check(self.ctx.stop)
+        sleep(straggler.extra_s, self.ctx.stop)
         self.log.add("wait", item.index, None, start, self.ctx.clock.stamp())
 
     def _owed(self, item: PendingBatch) -> None:
+        """The op starts now; a busy straggler's owed time comes first, so the op's own cost follows it."""
+        op_started()
         if item.busy_s:
-            burn(item.busy_s)
+            if not burn_from_start(item.busy_s, busy=True, stop=self.ctx.stop):
+                check(self.ctx.stop)
             item.busy_s = 0.0
 
     def forward(self, item: PendingBatch, m: int, _: bool = True) -> None:
@@ -254,7 +256,8 @@ class Worker:
         cost_s = getattr(ctx.blocks[m], "update_cost_s", 0.0)  # the timed network's update time
         start = stamp()
         if cost_s:
-            burn(cost_s, sleep=True)
+            op_started()
+            burn_from_start(cost_s)
         sync = ctx.streams.sync() if ctx.streams else None
         direct = at_once and ctx.delivery is None
         version, before, applied_start, end = ctx.layers[m].apply(grads, sync, stamp, mine, publish=direct)
@@ -327,8 +330,10 @@ def round_robin_worker(ctx: Context, name: str, role: RoleContext, index: int, s
 
 def handoff_worker(ctx: Context, name: str, role: RoleContext, index: int, slot: int) -> None:
     worker = Worker(ctx, name, role.role.steps(len(ctx.layers), index, ctx.workers))
-    while (item := role.source.get()) is not None:
+    finished = index - role.count  # before the first batch: in worker order
+    while (item := role.source.get(finished)) is not None:
         _one(ctx, worker, role, item, slot)
+        finished = item.index
 
 
 def counter_worker(ctx: Context, name: str, role: RoleContext, index: int, slot: int) -> None:

@@ -177,6 +177,7 @@ def check_steps(per_role: list[tuple[Step, ...]], layers: int, roles: tuple[Role
     publish of m only after its update and before the next all-reduce, at most once. Two roles at most: the
     first runs the forward and nothing else and hands the batch to the second; all-reduces only in
     single-role methods (they synchronise the workers of the role)."""
+    _check_roles(per_role, roles, layers)
     steps = [step for role_steps in per_role for step in role_steps]
     for step in steps:
         if step.op not in STEP_OPS:
@@ -196,7 +197,6 @@ def check_steps(per_role: list[tuple[Step, ...]], layers: int, roles: tuple[Role
     _check_after(steps, UPDATE, BACKWARD)
     for segment in _segments(steps):
         _check_after([s for s in segment if s.op in (UPDATE, PUBLISH)], PUBLISH, UPDATE)
-    _check_roles(per_role, roles, layers)
 
 
 def _segments(steps: list[Step]) -> list[list[Step]]:
@@ -216,7 +216,7 @@ def _check_roles(per_role: list[tuple[Step, ...]], roles: tuple[Role, ...], laye
     if len(roles) == 2:
         if roles[1].dispatch is not Dispatch.HANDOFF:
             raise MethodError("the second role must be fed by hand-off")
-        if len(per_role[0]) != layers:
+        if per_role[0] != forward_steps(layers):
             raise MethodError("with two roles, the first runs the forward steps and nothing else")
         if any(step.op == ALLREDUCE for step in per_role[1]):
             raise MethodError("all-reduce steps only in single-role methods")

@@ -299,6 +299,8 @@ def parse_scenario(data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -
     _check_steps(definition, model, workers)
     if train.network == "timed" and model is None:
         raise ScenarioError("train.network: timed sleeps the [model] costs, so it needs [model]")
+    if train.network == "timed" and train.dataset != "synthetic":
+        raise ScenarioError("train.dataset: the timed network trains on synthetic data only")
     return Scenario(name, method, model, workers, delays, devices, placement, train, run, source=top)
 
 

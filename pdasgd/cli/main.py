@@ -18,7 +18,7 @@ from pdasgd.scenario import ScenarioError
 from pdasgd.trace import TraceError
 
 # Order in --help; modules not listed here follow alphabetically.
-PREFERRED_ORDER = ("demo", "validate", "theory", "simulate", "profile", "run", "compare", "sweep")
+PREFERRED_ORDER = ("demo", "validate", "methods", "theory", "simulate", "profile", "run", "compare", "sweep")
 NOT_COMMANDS = {"common", "main"}
 
 
