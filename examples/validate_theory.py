@@ -2,8 +2,8 @@
 
 Part 1, theory vs simulator, exact. On a grid of backward/forward ratios beta, backward workers k, forward
 workers n_f and hand-off delays d, with fixed op times, a device per worker and no in-flight bound (the
-closed forms' assumptions), the SimPy engine (not the fast path, which is itself the recursion of THEORY.md)
-must reproduce, to float precision:
+closed forms' assumptions), the SimPy engine (not the fast path, which is itself the recursion of
+docs/theory.md) must reproduce, to float precision:
 
 - the makespan T2 = B + d + max over q of [(floor((b-1-qk)/n_f) + 1) F + q B] (`theory.speedup.async_time`);
 - in the forward-bound regime (n_f = 1, B <= kF), the version staleness of every layer and every

@@ -13,7 +13,7 @@ no gradient state.
 
 A `Replica` is one worker's private copy of the module objects (parameters and buffers shared, not copied):
 putting a leaf into a module's `_parameters` slot is then safe while another worker runs the same block.
-It costs a few dict writes per block, where `torch.func.functional_call` costs about 40 us (PLATFORM.md:
+It costs a few dict writes per block, where `torch.func.functional_call` costs about 40 us (docs/platform.md:
 per-layer Python overhead decides the 2-core speed-up). nn.LSTM notices swapped weights by itself.
 """
 

@@ -1,4 +1,4 @@
-"""Memory accounting: the peak of live activations plus live parameter versions (DESIGN.md).
+"""Memory accounting: the peak of live activations plus live parameter versions (docs/design.md).
 
 On CUDA the runtime reports `torch.cuda.max_memory_allocated` (everything the caching allocator handed out,
 data and workspace included). On the CPU, torch 2.x exposes no allocator statistics (`torch.cpu` has no

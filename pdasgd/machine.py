@@ -4,7 +4,7 @@ The executor runs every worker thread on one device: the CPU's cores (its trace'
 many) or one GPU's streams. A scenario's default of a device per worker describes the paper's ideal; for
 predicting a measured run the simulator needs the workers to share that device. `on_machine` rewrites a
 scenario that way, and adds the per-op noise the profile measured (without it two backward workers run in
-lockstep and staleness comes out as whole-number artefacts; PLATFORM.md). CPU devices are time-sliced:
+lockstep and staleness comes out as whole-number artefacts; docs/platform.md). CPU devices are time-sliced:
 the operating system shares the cores among more threads than cores rather than queueing them.
 """
 

@@ -87,6 +87,14 @@ def _device_check(value: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Header:
+    """The scenario's top-level keys."""
+
+    name: str = setting("scenario")  # names the default output folders of compare and sweep
+    method: str = setting("async-lu")  # a method of pdasgd.methods (`pdasgd methods` lists them)
+
+
+@dataclass(frozen=True)
 class Layer:
     """One unit of update: its costs in seconds and the memory it holds."""
 
@@ -283,8 +291,8 @@ def parse_scenario(data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -
         raise ScenarioError(f"scenario: must be a table, got {type(data).__name__}")
     top = dict(data)
     _check_keys(top, TOP_KEYS, "")
-    name = _field(top, "name", "str", "scenario", None, "")
-    method = _method(top)
+    header = _parse(Header, {key: top[key] for key in _spec(Header) if key in top}, "")
+    name, method = header.name, _method(header.method)
     definition = methods.lookup(method)
     workers = _parse(Workers, _table(top, "workers") or {}, "workers")
     delays = _parse_delays(_table(top, "delays"))
@@ -304,8 +312,7 @@ def parse_scenario(data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -
     return Scenario(name, method, model, workers, delays, devices, placement, train, run, source=top)
 
 
-def _method(top: dict) -> str:
-    method = _field(top, "method", "str", "async-lu", None, "")
+def _method(method: str) -> str:
     try:
         methods.lookup(method)
     except methods.MethodError as error:

@@ -1,4 +1,4 @@
-"""Memory: the peak of live activations plus live parameter versions (DESIGN.md, `memory_peak_bytes`).
+"""Memory: the peak of live activations plus live parameter versions (docs/design.md, `memory_peak_bytes`).
 
 What is live, from a layer's `activation_bytes` and `param_bytes`:
 

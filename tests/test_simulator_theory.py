@@ -1,4 +1,4 @@
-"""The simulator against the closed forms of theory/ (THEORY.md): fixed times, a device per worker."""
+"""The simulator against the closed forms of theory/ (docs/theory.md): fixed times, a device per worker."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_cycle_time_in_simpy_engine_too() -> None:
     assert got == pytest.approx(cycle_time(1.0, 2.35, 1, 2, 0.2, 3), rel=1e-3)
 
 
-THEORY_EXAMPLES = [  # THEORY.md: M=4, beta=2.3, k=3
+THEORY_EXAMPLES = [  # docs/theory.md: M=4, beta=2.3, k=3
     ("async-lu", 0.0, [3, 2, 1, 0]),
     ("async-bu", 0.0, [3, 3, 2, 2]),
     ("async-lu", 0.37, [3, 2, 2, 1]),

@@ -1,4 +1,4 @@
-"""Bias bound of stale updates (THEORY.md, later version) on quadratics with delayed, layer-wise updates."""
+"""Bias bound of stale updates (docs/theory.md, later version) on quadratics with layer-wise delays."""
 
 import numpy as np
 import pytest

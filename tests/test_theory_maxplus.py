@@ -1,4 +1,4 @@
-"""Max-plus cycle time (THEORY.md, "Max-plus view") against brute force, the closed form and the recursion."""
+"""Max-plus cycle time (docs/theory.md, speed-up) against brute force, the closed form and the recursion."""
 
 import itertools
 

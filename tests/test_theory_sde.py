@@ -1,4 +1,4 @@
-"""SDE and delayed-SGD variances (THEORY.md, section 5 and appendix B): closed forms and sampling."""
+"""SDE and delayed-SGD variances (docs/theory.md, section 5 and appendix B): closed forms and sampling."""
 
 import math
 
@@ -68,7 +68,7 @@ def test_sampled_variances_match_closed_forms():
 
 
 def test_euler_maruyama_rejects_the_papers_variance():
-    diffusion = ETA * SIGMA / math.sqrt(2)  # eq. 2 as THEORY.md's numbers read it
+    diffusion = ETA * SIGMA / math.sqrt(2)  # eq. 2 as docs/theory.md's numbers read it
     final = euler_maruyama(
         lambda x: -ETA * H * x, lambda x: diffusion, np.zeros(40_000), dt=0.05, steps=1500, seed=4
     )

@@ -1,4 +1,4 @@
-"""Speed-up closed forms (THEORY.md, section 3.3) against exact examples and a worker-level simulation."""
+"""Speed-up closed forms (docs/theory.md, section 3.3) against exact examples and a worker simulation."""
 
 import math
 import subprocess
@@ -36,7 +36,7 @@ def simulate_workers(batches, forward_s, backward_s, n_forward, n_backward, hand
 
 
 def backward_start_recursion(batches, forward_s, backward_s, n_forward, n_backward, handoff_s):
-    """THEORY.md's recursion s_i = max(forward end_i + d, s_{i-k} + B)."""
+    """the recursion of docs/theory.md s_i = max(forward end_i + d, s_{i-k} + B)."""
     starts = []
     for i in range(batches):
         ready = (i // n_forward + 1) * forward_s + handoff_s

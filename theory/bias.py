@@ -11,7 +11,7 @@ G a bound on the fresh gradient norms ||grad L(theta_s)||:
 The pathwise bound also holds per coordinate block (layer-wise updates, a different delay per layer).
 `simulate_delayed_quadratic` runs gradient descent with such delays on L = theta' H theta / 2
 (alpha = largest |eigenvalue| of H) and records, per update, what the bound is about.
-Example (1-D, THEORY.md): h = 2, eta = 0.05, tau = 2, theta_0 = 1 -> theta_1..3 = .9, .8, .7,
+Example (1-D, docs/theory.md): h = 2, eta = 0.05, tau = 2, theta_0 = 1 -> theta_1..3 = .9, .8, .7,
 max ||b|| = 0.4, G = 2, x = 0.2, bound 0.5.
 """
 

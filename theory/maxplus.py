@@ -1,8 +1,8 @@
 """Max-plus view of fixed-time schedules: timed event graphs and their maximum cycle mean.
 
-Paper context: arXiv 2410.05985, section 3.3 (speed-up); THEORY.md "Max-plus view". With fixed operation
-times the decoupled schedule is a timed event graph: transitions (forward start, forward end, backward start,
-backward end) fire once per batch, and every arc u -> v with weight w and m initial tokens says
+Paper context: arXiv 2410.05985, section 3.3 (speed-up); docs/theory.md (speed-up, max-plus). With fixed
+operation times the decoupled schedule is a timed event graph: transitions (forward start, forward end,
+backward start, backward end) fire once per batch, and every arc u -> v (weight w, m initial tokens) says
     x_v(n) >= x_u(n - m) + w        (the n-th firing of v waits for the (n-m)-th firing of u).
 The earliest firing times grow, after a transient, by the maximum cycle mean per firing:
     c = max over cycles of (sum of weights) / (sum of tokens).

@@ -5,13 +5,13 @@ gradient-noise std sigma_SGD is modelled by the Ornstein-Uhlenbeck SDE
     d theta = -eta h theta dt + s dW,   stationary N(0, s^2 / (2 eta h)),
 and staleness as extra noise on the parameters the gradient is taken at (std sigma_STALE).
 
-Corrections (THEORY.md): the text calls the SGD noise sigma_STALE; xi ~ N(0, sigma_STALE) is described as a
-variance; eq. 5 lacks dt; in eq. 6 the staleness diffusion needs sum_l H_kl^2, not sum_l H_kl; eqs. 7/8 miss
-the Ito factor 1/2 of the Fokker-Planck equation, so their variance is twice the SDE's; the product form needs
-zero probability flux per coordinate; and independent noise misses the lag: a true delay tau raises the
+Corrections (docs/theory.md): the text calls the SGD noise sigma_STALE; xi ~ N(0, sigma_STALE) is described
+as a variance; eq. 5 lacks dt; in eq. 6 the staleness diffusion needs sum_l H_kl^2, not sum_l H_kl; eqs. 7/8
+miss the Ito factor 1/2 of the Fokker-Planck equation, so their variance is twice the SDE's; the product form
+needs zero probability flux per coordinate; and independent noise misses the lag: a true delay tau raises the
 variance at first order in eta h tau and makes SGD unstable past eta h >= 2 sin(pi / (2 (2 tau + 1))).
 
-Parametrisation of THEORY.md's example (eta = 0.1, h = 2, sigma_SGD = 1): eq. 2's stationary variance is
+Parametrisation of docs/theory.md's example (eta = 0.1, h = 2, sigma_SGD = 1): eq. 2's stationary variance is
 0.0125 and eq. 7 gives 0.025. These numbers follow from an eq. 2 diffusion s = eta sigma_SGD / sqrt(2), so
 that s^2 / (2 eta h) = eta sigma^2 / (4 h) (eq2_stationary_variance), and eq. 7 reports twice that
 (paper_stationary_variance). For comparison, the discrete SGD recursion has the exact variance

@@ -1,4 +1,4 @@
-"""`pdasgd theory`: the closed forms of THEORY.md from flags, the paper's numbers beside the corrected ones.
+"""`pdasgd theory`: the closed forms (docs/theory.md) from flags, the paper's numbers beside corrected ones.
 
 Times are in units of one batch's forward time unless `--forward-s` gives it in seconds. The flags describe
 a uniform scenario (each of M layers takes 1/M of the forward and backward time), and the numbers come from
@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "theory",
         help="closed-form speed-up, cycle time and staleness (paper vs corrected)",
-        description="Evaluate the closed forms of THEORY.md: the paper's speed-up "
+        description="Evaluate the closed forms of docs/theory.md: the paper's speed-up "
         "lambda = (1+beta) b/(b+beta) beside the exact one for k backward workers, its limit, "
         "the steady-state cycle time and the per-layer staleness of layer-wise (LU) vs block (BU) updates.",
     )

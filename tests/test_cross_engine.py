@@ -1,0 +1,177 @@
+"""The same schedule in both engines: every executor method with every delay knob, on the timed network,
+against the simulator's prediction of the same scenario with one device per worker.
+
+The timed network's blocks sleep their [model] costs (executor.networks_timed), so the executor's threads
+behave as if each worker had a device of its own. Measured throughput must be within 3% of the prediction
+and each layer's mean version staleness within 0.25 versions. docs/design.md derives both tolerances from
+the measured sleep accuracy and wake-up lag (docs/platform.md). Each case has its own layer costs (forward,
+backward, update in ms per layer), chosen so that in the predicted steady state no read of a layer lands
+within 1 ms of an update of it becoming visible, except the exact ties the schedule forces (a layer-0 read
+right after a batch ends on the same thread or opens the window), which both engines count as visible:
+`test_case_costs_keep_reads_clear_of_updates` checks that precondition. Hogwild's identical workers would
+run in lockstep, every read tying with the other worker's update; a 3 ms sleep of worker:1 on every second
+batch keeps them apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import simulator.core
+from executor.runtime import run
+from pdasgd.scenario import Scenario, parse_scenario
+from simulator.records import FORWARD, UPDATE
+
+THROUGHPUT_REL = 0.03
+STALENESS_ABS = 0.25
+CLEARANCE_S = 0.001
+
+
+def sleep(worker: str, every: int = 3, extra_s: float = 0.02) -> dict:
+    return {"straggler": [{"worker": worker, "every": every, "extra_s": extra_s, "kind": "sleep"}]}
+
+
+def busy(worker: str, every: int = 3, extra_s: float = 0.02) -> dict:
+    return {"straggler": [{"worker": worker, "every": every, "extra_s": extra_s, "kind": "busy"}]}
+
+
+APART = sleep("worker:1", every=2, extra_s=0.003)
+WINDOW = {"backward": 2, "max_in_flight": 2}
+TWO_FORWARD = {"forward": 2, "backward": 3}
+
+# name: (method, workers, delays, per-layer (forward, backward, update) ms)
+CASES = {
+    "sequential": ("sequential", {}, {}, [(5.9, 12.0, 1.6), (4.5, 7.2, 1.4), (6.7, 11.7, 1.5)]),
+    "sequential-visibility": (
+        "sequential",
+        {},
+        {"visibility_s": 0.007},
+        [(5.5, 10.7, 1.7), (6.8, 10.7, 1.9), (3.1, 9.3, 1.9)],
+    ),
+    "sequential-sleep": (
+        "sequential",
+        {},
+        sleep("worker:0"),
+        [(7.0, 10.3, 1.7), (5.3, 7.7, 0.9), (6.7, 10.5, 1.2)],
+    ),
+    "sequential-busy": (
+        "sequential",
+        {},
+        busy("worker:0"),
+        [(6.7, 10.4, 1.9), (6.7, 7.9, 0.6), (5.6, 11.7, 1.6)],
+    ),
+    "lu": ("async-lu", {}, {}, [(3.9, 11.6, 0.7), (3.6, 10.7, 1.7), (6.6, 11.3, 1.3)]),
+    "lu-handoff": ("async-lu", {}, {"handoff_s": 0.01}, [(6.2, 8.6, 1.8), (6.9, 9.9, 1.5), (5.0, 11.9, 1.0)]),
+    "lu-visibility": (
+        "async-lu",
+        {},
+        {"visibility_s": 0.007},
+        [(4.9, 12.0, 1.1), (6.6, 9.7, 0.7), (5.5, 9.9, 2.0)],
+    ),
+    "lu-sleep": ("async-lu", {}, sleep("backward:1"), [(6.1, 10.4, 1.6), (3.8, 11.6, 0.9), (6.5, 11.1, 1.9)]),
+    "lu-busy": ("async-lu", {}, busy("backward:1"), [(4.7, 9.0, 1.6), (3.5, 8.7, 1.6), (6.3, 11.9, 0.9)]),
+    "lu-window": ("async-lu", WINDOW, {}, [(3.2, 8.9, 1.2), (3.6, 10.4, 1.0), (3.1, 9.8, 1.5)]),
+    "lu-2f": ("async-lu", TWO_FORWARD, {}, [(6.6, 7.2, 1.6), (5.5, 8.7, 1.8), (4.5, 9.4, 1.3)]),
+    "bu": ("async-bu", {}, {}, [(4.8, 10.7, 0.8), (6.7, 11.0, 1.4), (6.3, 7.9, 0.6)]),
+    "bu-handoff": ("async-bu", {}, {"handoff_s": 0.01}, [(3.5, 7.3, 1.7), (3.5, 8.2, 1.1), (6.5, 7.4, 1.2)]),
+    "bu-visibility": (
+        "async-bu",
+        {},
+        {"visibility_s": 0.007},
+        [(3.0, 11.8, 1.4), (6.9, 8.0, 0.9), (6.9, 9.5, 1.3)],
+    ),
+    "bu-sleep": ("async-bu", {}, sleep("backward:1"), [(6.5, 8.9, 1.0), (6.9, 7.7, 1.6), (5.6, 7.2, 1.8)]),
+    "bu-busy": ("async-bu", {}, busy("backward:1"), [(6.5, 8.9, 1.0), (6.9, 7.7, 1.6), (5.6, 7.2, 1.8)]),
+    "bu-window": ("async-bu", WINDOW, {}, [(6.8, 8.2, 1.4), (4.5, 7.3, 1.5), (6.9, 8.2, 0.6)]),
+    "bu-2f": ("async-bu", TWO_FORWARD, {}, [(4.9, 9.4, 0.6), (3.4, 8.7, 0.9), (6.3, 7.8, 0.5)]),
+    "hogwild": ("hogwild", {"per_replica": 2}, APART, [(3.8, 8.9, 0.6), (4.6, 11.0, 1.5), (5.0, 10.2, 1.2)]),
+    "hogwild-visibility": (
+        "hogwild",
+        {"per_replica": 2},
+        {**APART, "visibility_s": 0.007},
+        [(3.8, 7.4, 1.9), (6.7, 7.3, 1.6), (4.8, 7.6, 1.8)],
+    ),
+    "hogwild-sleep": (
+        "hogwild",
+        {"per_replica": 2},
+        sleep("worker:1"),
+        [(3.2, 11.2, 0.7), (5.4, 9.8, 1.4), (4.2, 9.1, 1.4)],
+    ),
+    "hogwild-busy": (
+        "hogwild",
+        {"per_replica": 2},
+        busy("worker:1"),
+        [(3.2, 11.2, 0.7), (5.4, 9.8, 1.4), (4.2, 9.1, 1.4)],
+    ),
+}
+# one case per knob and method in the default suite; the rest are marked slow
+FAST = {
+    "sequential",
+    "lu",
+    "bu-handoff",
+    "lu-visibility",
+    "bu-sleep",
+    "lu-busy",
+    "bu-window",
+    "lu-2f",
+    "hogwild",
+}
+
+
+def scenario(name: str) -> Scenario:
+    method, workers, delays, costs = CASES[name]
+    layers = [
+        {"name": f"l{i}", "forward_s": f / 1000, "backward_s": b / 1000, "update_s": u / 1000}
+        for i, (f, b, u) in enumerate(costs)
+    ]
+    batches = 24 if method == "sequential" else 40
+    return parse_scenario(
+        {
+            "method": method,
+            "model": {"layer": layers},
+            "workers": {"forward": 1, "backward": 3, "max_in_flight": 8, **workers},
+            "delays": delays,
+            "train": {"network": "timed", "batch_size": 4},
+            "run": {"batches": batches, "warmup": batches // 5},
+        }
+    )
+
+
+def cases() -> list:
+    return [pytest.param(name, marks=() if name in FAST else pytest.mark.slow) for name in CASES]
+
+
+def clearance_s(sc: Scenario) -> float:
+    """The least time between a steady-state read of a layer and an update of it becoming visible, in the
+    predicted schedule, leaving out the ties the schedule forces: a read that starts exactly when the
+    update's batch ended, on the same worker or because that end opened the window."""
+    rows = simulator.core.run_simpy(sc)
+    reads = np.flatnonzero((rows.op == FORWARD) & (rows.batch >= sc.run.warmup))
+    updates = np.flatnonzero(rows.op == UPDATE)
+    least = np.inf
+    for layer in range(len(sc.model.layers)):
+        r = reads[rows.layer[reads] == layer]
+        u = updates[rows.layer[updates] == layer]
+        gap = np.abs(rows.start_s[r][:, None] - rows.visible_s[u][None, :])
+        same_worker = rows.worker[r][:, None] == rows.worker[u][None, :]
+        window = rows.batch[r][:, None] - sc.workers.max_in_flight == rows.batch[u][None, :]
+        forced = (gap < 1e-9) & (same_worker | (window & sc.definition.windowed))
+        least = min(least, float(gap[~forced].min()))
+    return least
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_case_costs_keep_reads_clear_of_updates(name: str) -> None:
+    assert clearance_s(scenario(name)) >= CLEARANCE_S
+
+
+@pytest.mark.parametrize("name", cases())
+def test_the_executor_runs_the_schedule_the_simulator_predicts(name: str) -> None:
+    sc = scenario(name)
+    predicted = simulator.simulate_summary(sc)
+    measured = run(sc, curve_points=0).summary
+    error = measured.throughput_batches_per_s / predicted.throughput_batches_per_s - 1
+    assert abs(error) <= THROUGHPUT_REL, f"throughput {error:+.2%}"
+    stale_p, stale_m = predicted.staleness.per_layer_mean, measured.staleness.per_layer_mean
+    assert stale_m == pytest.approx(stale_p, abs=STALENESS_ABS), (stale_p, stale_m)
