@@ -121,7 +121,7 @@ def fast_path(batches: int, layers: int, repeats: int) -> None:
         summarize_s.append(seconds_summary)
         fast_s.append(seconds_fast)
     print(f"fast path: 1F+2B, a device each, {layers} layers, {batches} batches, x{repeats}")
-    print(f"  summaries agree         {_same_summary(slow, quick)}")
+    print(f"  summaries agree         {_same_summary(slow.to_dict(), quick.to_dict())}")
     _report("SimPy engine simulate", simpy_s, "s")
     _report("  + metrics.summarize", summarize_s, "s")
     _report("fast path summary", fast_s, "s", digits=4)
@@ -151,8 +151,8 @@ def million(layers: int) -> None:
         seconds, result = timed(simulate_summary, sc, progress=False)
         label = "with layer sizes (memory peak)" if sizes else "without layer sizes"
         print(
-            f"  {label:<31} {seconds:.1f} s: {result['throughput_batches_per_s']:.4f} batches/s, "
-            f"staleness mean {result['staleness']['mean']:.4f}, memory peak {result['memory_peak_bytes']}"
+            f"  {label:<31} {seconds:.1f} s: {result.throughput_batches_per_s:.4f} batches/s, "
+            f"staleness mean {result.staleness.mean:.4f}, memory peak {result.memory_peak_bytes}"
         )
 
 

@@ -44,6 +44,7 @@ import simulator
 from pdasgd.cli.common import format_table
 from pdasgd.closed_forms import theory_for
 from pdasgd.comparison import markdown_table
+from pdasgd.metrics import Summary
 from pdasgd.plots import gantt
 from pdasgd.scenario import Scenario, scenario_from_toml
 from theory.speedup import cycle_time
@@ -114,7 +115,7 @@ class Row:
     window: int | None
     link_s: float
     scenario: Scenario
-    summary: dict[str, Any]
+    summary: Summary
     theory: dict[str, Any]
 
     @property

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import simulator
-from pdasgd.metrics import summarize
+from pdasgd.metrics import Summary, summarize
 from pdasgd.plots import gantt, staleness_plot
 from pdasgd.scenario import Scenario, scenario_from_toml
 from pdasgd.trace import Trace
@@ -55,7 +55,7 @@ seed = 0
 """
 
 HANDOFF_S = 0.5
-STRAGGLER = {"worker": "backward:1", "every": 3, "extra_s": 1.5}
+STRAGGLER = {"worker": "backward:1", "every": 3, "extra_s": 1.5, "kind": "sleep"}
 JITTER_CV = 0.3
 DEFAULT_GANTT_BATCHES = 12  # batches drawn per timeline
 GANTT_BATCHES = {"sequential": 4}  # fewer for sequential: each timeline spans about the same 12-14 s
@@ -68,7 +68,7 @@ class Run:
     label: str
     scenario: Scenario
     trace: Trace
-    summary: dict[str, Any]
+    summary: Summary
 
     @property
     def throughput(self) -> float:
@@ -144,7 +144,7 @@ def delay_captions(runs: dict[str, Run]) -> dict[str, str]:
         "handoff": f"hand-off d = {HANDOFF_S} s: throughput unchanged ({handoff.throughput:.3f} batches/s) "
         f"because Q = {q} batches in flight cover F + d + B = {latency_s:.1f} s of latency; the backward "
         f"starts later, so staleness rises from {lu.staleness:.2f} to {handoff.staleness:.2f}.",
-        "straggler": f"straggler ({STRAGGLER['worker']} takes {STRAGGLER['extra_s']} s longer on every "
+        "straggler": f"straggler ({STRAGGLER['worker']} sleeps {STRAGGLER['extra_s']} s before every "
         f"{STRAGGLER['every']}rd batch it handles): 1F:2B has no slack at k = beta, so throughput falls "
         f"{1 - straggler.throughput / lu.throughput:.0%} to {straggler.throughput:.3f} batches/s.",
         "jitter": f"jitter (cv {JITTER_CV}): the mean op time is unchanged, yet throughput falls "

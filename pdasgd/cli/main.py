@@ -34,6 +34,10 @@ def build_parser() -> OneLineParser:
         prog="pdasgd",
         description="Decoupled asynchronous backpropagation with layer-wise updates (Async LU / PD-ASGD): "
         "simulate a schedule, run it in real PyTorch training, and compare both with the theory.",
+        epilog="Scenario keys and their defaults: README.md, 'Scenario files' (delays.handoff_s, "
+        "delays.visibility_s, delays.allreduce_s, delays.jitter_cv, [[delays.straggler]] with kind = sleep "
+        "or busy, ...). What each method and each delay means, the same in both engines: docs/design.md; "
+        "`pdasgd methods` prints the methods' per-batch steps.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     subparsers.required = True
