@@ -49,9 +49,9 @@ class Span:
 SPAN_COLUMNS = tuple(f.name for f in fields(Span))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Trace:
-    """Spans plus what metrics need to interpret them.
+    """Spans plus what metrics need to interpret them; built once and never changed afterwards.
 
     `sequential_batch_s` is the time per batch of plain sequential backprop on the same layer costs
     (simulator) or measured (executor); `speedup_vs_sequential` divides it by the steady-state time per batch.

@@ -6,8 +6,9 @@ behave as if each worker had a device of its own. Measured throughput must be wi
 and each layer's mean version staleness within 0.25 versions. docs/design.md derives both tolerances from
 the measured sleep accuracy and wake-up lag (docs/platform.md). Each case has its own layer costs (forward,
 backward, update in ms per layer), chosen so that in the predicted steady state no read of a layer lands
-within 1 ms of an update of it becoming visible, except the exact ties the schedule forces (a layer-0 read
-right after a batch ends on the same thread or opens the window), which both engines count as visible:
+within 1 ms (3 ms with two forward workers, whose lanes keep a phase shift once one wakes late) of an update
+of it becoming visible, except the exact ties the schedule forces (a layer-0 read right after a batch ends
+on the same thread or opens the window), which both engines count as visible:
 `test_case_costs_keep_reads_clear_of_updates` checks that precondition. Hogwild's identical workers would
 run in lockstep, every read tying with the other worker's update; a 3 ms sleep of worker:1 on every second
 batch keeps them apart.
@@ -26,6 +27,7 @@ from simulator.records import FORWARD, UPDATE
 THROUGHPUT_REL = 0.03
 STALENESS_ABS = 0.25
 CLEARANCE_S = 0.001
+LANES_CLEARANCE_S = 0.003  # two forward workers: a late wake-up shifts one lane's phase for good
 
 
 def sleep(worker: str, every: int = 3, extra_s: float = 0.02) -> dict:
@@ -71,8 +73,8 @@ CASES = {
     ),
     "lu-sleep": ("async-lu", {}, sleep("backward:1"), [(6.1, 10.4, 1.6), (3.8, 11.6, 0.9), (6.5, 11.1, 1.9)]),
     "lu-busy": ("async-lu", {}, busy("backward:1"), [(4.7, 9.0, 1.6), (3.5, 8.7, 1.6), (6.3, 11.9, 0.9)]),
-    "lu-window": ("async-lu", WINDOW, {}, [(3.2, 8.9, 1.2), (3.6, 10.4, 1.0), (3.1, 9.8, 1.5)]),
-    "lu-2f": ("async-lu", TWO_FORWARD, {}, [(6.6, 7.2, 1.6), (5.5, 8.7, 1.8), (4.5, 9.4, 1.3)]),
+    "lu-window": ("async-lu", WINDOW, {}, [(9.1, 23.0, 3.2), (6.4, 23.9, 3.8), (6.6, 23.1, 2.3)]),
+    "lu-2f": ("async-lu", TWO_FORWARD, {}, [(14.0, 24.0, 3.5), (11.7, 17.2, 1.7), (8.3, 14.7, 3.3)]),
     "bu": ("async-bu", {}, {}, [(4.8, 10.7, 0.8), (6.7, 11.0, 1.4), (6.3, 7.9, 0.6)]),
     "bu-handoff": ("async-bu", {}, {"handoff_s": 0.01}, [(3.5, 7.3, 1.7), (3.5, 8.2, 1.1), (6.5, 7.4, 1.2)]),
     "bu-visibility": (
@@ -83,8 +85,8 @@ CASES = {
     ),
     "bu-sleep": ("async-bu", {}, sleep("backward:1"), [(6.5, 8.9, 1.0), (6.9, 7.7, 1.6), (5.6, 7.2, 1.8)]),
     "bu-busy": ("async-bu", {}, busy("backward:1"), [(6.5, 8.9, 1.0), (6.9, 7.7, 1.6), (5.6, 7.2, 1.8)]),
-    "bu-window": ("async-bu", WINDOW, {}, [(6.8, 8.2, 1.4), (4.5, 7.3, 1.5), (6.9, 8.2, 0.6)]),
-    "bu-2f": ("async-bu", TWO_FORWARD, {}, [(4.9, 9.4, 0.6), (3.4, 8.7, 0.9), (6.3, 7.8, 0.5)]),
+    "bu-window": ("async-bu", WINDOW, {}, [(13.9, 17.8, 1.5), (7.6, 18.2, 1.9), (13.8, 14.6, 1.9)]),
+    "bu-2f": ("async-bu", TWO_FORWARD, {}, [(13.2, 16.5, 2.6), (14.0, 19.3, 1.6), (12.1, 14.6, 1.5)]),
     "hogwild": ("hogwild", {"per_replica": 2}, APART, [(3.8, 8.9, 0.6), (4.6, 11.0, 1.5), (5.0, 10.2, 1.2)]),
     "hogwild-visibility": (
         "hogwild",
@@ -163,7 +165,8 @@ def clearance_s(sc: Scenario) -> float:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_case_costs_keep_reads_clear_of_updates(name: str) -> None:
-    assert clearance_s(scenario(name)) >= CLEARANCE_S
+    sc = scenario(name)
+    assert clearance_s(sc) >= (LANES_CLEARANCE_S if sc.workers.forward > 1 else CLEARANCE_S)
 
 
 @pytest.mark.parametrize("name", cases())

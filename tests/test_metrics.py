@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pdasgd.metrics import SUMMARY_KEYS, completion_times, staleness_table, summarize
@@ -95,14 +97,16 @@ def test_wait_spans_are_not_busy_and_slots_divide():
 
 
 def test_no_speedup_without_a_sequential_reference():
-    trace = pipeline_trace()
-    trace.sequential_batch_s = None
+    trace = dataclasses.replace(pipeline_trace(), sequential_batch_s=None)
     assert summarize(trace).speedup_vs_sequential is None
+    assert summarize(trace, sequential_batch_s=4.0).speedup_vs_sequential == 4.0 * 3 / 8.0
 
 
 def test_update_spans_without_forward_are_skipped():
     trace = pipeline_trace()
-    trace.spans = [s for s in trace.spans if not (s.op == "forward" and s.batch == 2)]
+    trace = dataclasses.replace(
+        trace, spans=[s for s in trace.spans if not (s.op == "forward" and s.batch == 2)]
+    )
     assert staleness_table(trace).versions == [[0, 1], [0, 0]]
 
 
