@@ -60,3 +60,15 @@ def test_no_documented_key_is_unknown() -> None:
     for section, keys in documented().items():
         names = {item.name for item in fields(SECTIONS[section])}
         assert set(keys) <= names, (section, set(keys) - names)
+
+
+def test_the_layout_names_every_module() -> None:
+    text = README.read_text(encoding="utf-8")
+    layout = text[text.index("## Layout") :]
+    root = README.parent
+    for package in ("pdasgd", "pdasgd/cli", "theory", "simulator", "executor"):
+        for module in sorted((root / package).glob("*.py")):
+            if module.name == "__init__.py" or package == "pdasgd/cli":
+                continue
+            assert module.stem in layout, f"README's Layout does not name {package}/{module.name}"
+    assert "cli/" in layout
