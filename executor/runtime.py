@@ -7,10 +7,12 @@ its summary from `pdasgd.metrics.summarize`, the accuracy curve and the final pa
 
 Failures: an exception in any worker sets the run's stop event, every other worker leaves at its next wait
 or op (well within a second), and `run` raises `WorkerError` naming the worker; a NaN or infinite loss
-raises `NonFiniteLoss` (a ValueError) naming it. Ctrl-C stops the workers the same way and raises
-`RunInterrupted` (a KeyboardInterrupt) carrying the partial result. A caller's `stop_event` is the run's
-own stop event: setting it stops the workers at once and `run` returns the partial result with
-`completed=False` (the run also sets it when it stops on an error or Ctrl-C).
+raises `LossNotFinite` naming it. A watchdog stops the run when one op has taken longer than
+`run.op_timeout_s` (a user network that blocks): `OpTimedOut`, naming the worker and the op. Ctrl-C (or
+SIGTERM or SIGHUP, which the CLI turns into the same KeyboardInterrupt) stops the workers the same way and
+raises `RunInterrupted`. Each of these carries the partial result (`.result`, its trace covering what was
+done). A caller's `stop_event` is the run's own stop event: setting it stops the workers at once and `run`
+returns the partial result with `completed=False` (the run also sets it when it stops on an error or Ctrl-C).
 
 The threads are the method's workers (`pdasgd.methods`): each role's workers run the loop of its dispatch
 (`executor.workers`) over the role's steps. The executor runs every method whose definition names it in
@@ -44,7 +46,13 @@ JOIN_S = 3.0  # how long a stopping run waits for its workers before it gives up
 POLL_S = 0.1
 
 
-class WorkerError(RuntimeError):
+class RunFailed(RuntimeError):
+    """The run stopped on a failure; `result` is what it had done (its trace is partial)."""
+
+    result: RunResult | None = None
+
+
+class WorkerError(RunFailed):
     """A worker thread raised; the run stopped. `worker` names it, `__cause__` is the original error."""
 
     def __init__(self, worker: str, error: BaseException) -> None:
@@ -52,8 +60,16 @@ class WorkerError(RuntimeError):
         self.worker = worker
 
 
+class LossNotFinite(RunFailed, NonFiniteLoss):
+    """The training loss became NaN or infinite (a user error: try a lower learning rate)."""
+
+
+class OpTimedOut(RunFailed):
+    """One op ran longer than `run.op_timeout_s`; the run was stopped."""
+
+
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the run; `result` is what it had done (its trace is partial)."""
+    """Ctrl-C (or SIGTERM, SIGHUP) stopped the run; `result` is what it had done (its trace is partial)."""
 
     def __init__(self, result: RunResult) -> None:
         super().__init__("run interrupted")
@@ -99,7 +115,7 @@ def run(
     if ctx.delivery is not None:
         ctx.delivery.thread.start()
     try:
-        _supervise(threads, ctx, errors, wake, progress)
+        _supervise(threads, ctx, errors, wake, progress, scenario.run.op_timeout_s)
     except KeyboardInterrupt:
         _join(threads)
         raise RunInterrupted(_result(setup, ctx, curve, sequential_s, completed=False)) from None
@@ -107,12 +123,19 @@ def run(
         if ctx.delivery is not None:
             ctx.delivery.close()
     if errors:
-        name, error = errors[0]
-        if isinstance(error, NonFiniteLoss):
-            raise NonFiniteLoss(f"worker {name}: {error}") from error
-        raise WorkerError(name, error) from error
+        failure = _failure(*errors[0])
+        failure.result = _result(setup, ctx, curve, sequential_s, completed=False)
+        raise failure from errors[0][1]
     done = ctx.progress.completed == ctx.end - ctx.first
     return _result(setup, ctx, curve, sequential_s, completed=done)
+
+
+def _failure(name: str, error: BaseException) -> RunFailed:
+    if isinstance(error, NonFiniteLoss):
+        return LossNotFinite(f"worker {name}: {error}")
+    if isinstance(error, OpTimedOut):
+        return error
+    return WorkerError(name, error)
 
 
 def sequential_batch_s(scenario: Scenario) -> float:
@@ -204,8 +227,9 @@ def _supervise(
     errors: list,
     wake: threading.Event,
     progress: bool,
+    op_timeout_s: float,
 ) -> None:
-    """Start the threads and wait until they end, one fails or the run is stopped."""
+    """Start the threads and wait until they end, one fails, one hangs or the run is stopped."""
     bar = tqdm(
         total=ctx.end - ctx.first,
         unit="batch",
@@ -220,6 +244,7 @@ def _supervise(
             wake.wait(POLL_S)
             wake.clear()
             _show(bar, ctx.progress)
+            _watch(ctx, errors, op_timeout_s)
         _show(bar, ctx.progress)
     except KeyboardInterrupt:
         ctx.stop.set()
@@ -229,6 +254,25 @@ def _supervise(
     if errors:
         ctx.stop.set()
     _join(threads)
+
+
+def _watch(ctx: Context, errors: list, op_timeout_s: float) -> None:
+    """The watchdog: stop the run if some worker's current op has run longer than `op_timeout_s`."""
+    now = time.perf_counter()
+    for name, current in list(ctx.current.items()):
+        if current is not None and now - current[2] > op_timeout_s:
+            step, batch, _ = current
+            errors.append(
+                (
+                    name,
+                    OpTimedOut(
+                        f"worker {name}: {step.op} of layer {step.layer} for batch {batch} ran longer than "
+                        f"run.op_timeout_s = {op_timeout_s:g} s; the run was stopped"
+                    ),
+                )
+            )
+            ctx.stop.set()
+            return
 
 
 def _show(bar: tqdm, progress: Completions) -> None:

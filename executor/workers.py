@@ -142,6 +142,7 @@ class Context:
     probe: Any = None
     on_finish: Callable[[int, int], None] | None = None  # (batch, completed count)
     logs: dict[str, SpanLog] = field(default_factory=dict)
+    current: dict[str, tuple | None] = field(default_factory=dict)  # worker: (step, batch, start) or None
 
 
 @dataclass
@@ -172,6 +173,7 @@ class Worker:
         self.replica = Replica(ctx.blocks)
         self.handled = 0
         self.straggler = ctx.stragglers.get(name)
+        self.steps = steps
         self.actions = self.compile(steps)
         self.top = len(ctx.layers) - 1
 
@@ -182,10 +184,12 @@ class Worker:
         return [(kinds[step.op], step.layer, step.layer not in later) for step in steps]
 
     def run(self, item: PendingBatch) -> None:
-        stop = self.ctx.stop
-        for action, layer, at_once in self.actions:
+        stop, current, name = self.ctx.stop, self.ctx.current, self.name
+        for step, (action, layer, at_once) in zip(self.steps, self.actions, strict=True):
             check(stop)
+            current[name] = (step, item.index, time.perf_counter())
             action(item, layer, at_once)
+        current[name] = None
 
     def straggle(self, item: PendingBatch) -> None:
         """Count one more batch; when this worker straggles on it, sleep now or owe busy time to its op."""

@@ -205,6 +205,7 @@ class Run:
     batches: int = setting(1000, _POSITIVE_INT)
     warmup: int = setting(10, _NONNEG)
     seed: int = setting(0, _NONNEG)
+    op_timeout_s: float = setting(300.0, _positive)  # executor: stop the run if one op takes longer
 
 
 @dataclass(frozen=True)

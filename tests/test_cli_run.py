@@ -144,6 +144,6 @@ def test_ctrl_c_writes_the_partial_trace_and_exits_130(tmp_path) -> None:
     finally:
         process.kill()
     assert process.returncode == 130, err
-    assert "interrupted after" in err
+    assert "stopped by Ctrl-C after" in err
     trace = Trace.load(trace_path)
     assert trace.info["interrupted"] and trace.batches > 0 and trace.spans

@@ -125,7 +125,7 @@ def test_ctrl_c_stops_cleanly(scenario_file, tmp_path, capsys, monkeypatch) -> N
     monkeypatch.setattr(simulator, "simulate", interrupted)
     target = tmp_path / "t.json"
     assert main(["simulate", str(scenario_file), "--trace", str(target)]) == 130
-    assert "interrupted" in capsys.readouterr().err
+    assert "stopped by Ctrl-C" in capsys.readouterr().err
     assert not target.exists()
 
 

@@ -10,8 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
+
+from pdasgd.io import writable_folder
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -72,3 +77,61 @@ def fail(message: str) -> NoReturn:
 
 def eprint(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's message on one line: line breaks and other control characters shown as escapes."""
+    text = str(error)
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text) or type(error).__name__
+
+
+# --- output paths, checked before any work ---------------------------------------------------------
+
+
+def output_file(text: str | None, flag: str) -> Path | None:
+    """The file `flag` names, once it is clear it can be written (UsageError naming the flag if not)."""
+    if text is None:
+        return None
+    path = _path(text, flag)
+    if path.is_dir():
+        fail(f"{flag}: {path} is a folder; give a file name")
+    if path.name in ("", ".", ".."):
+        fail(f"{flag}: {text!r} names no file")
+    problem = writable_folder(path.parent)
+    if problem:
+        fail(f"{flag}: cannot write {path}: {problem}")
+    return path
+
+
+def output_dir(text: str | os.PathLike, flag: str) -> Path:
+    """The folder `flag` names, once it is clear files can be created in it (UsageError if not)."""
+    path = _path(str(text), flag)
+    if path.exists() and not path.is_dir():
+        fail(f"{flag}: {path} is a file, not a folder")
+    problem = writable_folder(path)
+    if problem:
+        fail(f"{flag}: cannot write in {path}: {problem}")
+    return path
+
+
+def _path(text: str, flag: str) -> Path:
+    if not text:
+        fail(f"{flag}: must not be empty")
+    if "\0" in text:
+        fail(f"{flag}: a path cannot hold a NUL character")
+    return Path(text)
+
+
+def folder_name(name: str) -> str:
+    """`name` as one safe path component for a default output folder: letters, digits, `.`, `_` and `-`
+    kept, anything else (path separators, `..`, control characters) becomes `_`."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".-")[:100]
+    return safe or "scenario"
+
+
+def check_range(flag: str, value: int | float, low: int | float, high: int | float) -> None:
+    """UsageError naming the flag unless low <= value <= high."""
+    if value < low:
+        fail(f"{flag}: must be >= {low}, got {value}")
+    if value > high:
+        fail(f"{flag}: must be <= {high}, got {value}")

@@ -3,7 +3,8 @@
 Each command module defines `add_parser(subparsers)`; its parser's `func` runs the command and returns an
 exit status. Modules are found by name, so adding a command is adding a module. User errors (ScenarioError,
 TraceError, UsageError, ValueError from theory arguments) become one line on stderr and exit status 2;
-Ctrl-C exits with 130.
+Ctrl-C, SIGTERM and SIGHUP stop a command once and exit with 128 + the signal's number
+(`pdasgd.cli.signals`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import importlib
 import pkgutil
 import sys
 
-from pdasgd.cli import __path__
-from pdasgd.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, UsageError, eprint
+from pdasgd.cli import __path__, signals
+from pdasgd.cli.common import EXIT_USAGE, OneLineParser, UsageError, eprint, one_line
 from pdasgd.scenario import ScenarioError
 from pdasgd.trace import TraceError
 
 # Order in --help; modules not listed here follow alphabetically.
 PREFERRED_ORDER = ("demo", "validate", "methods", "theory", "simulate", "profile", "run", "compare", "sweep")
-NOT_COMMANDS = {"common", "main"}
+NOT_COMMANDS = {"common", "main", "signals"}
 
 
 def command_names() -> list[str]:
@@ -48,14 +49,15 @@ def build_parser() -> OneLineParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ScenarioError, TraceError, UsageError, ValueError) as error:
-        eprint(f"pdasgd {args.command}: error: {error}")
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        eprint(f"pdasgd {args.command}: interrupted")
-        return EXIT_INTERRUPTED
+    with signals.stoppable():
+        try:
+            return int(args.func(args) or 0)
+        except (ScenarioError, TraceError, UsageError, ValueError) as error:
+            eprint(f"pdasgd {args.command}: error: {one_line(error)}")
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            eprint(f"pdasgd {args.command}: stopped by {signals.describe()}")
+            return signals.exit_status()
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 The summary comes from `pdasgd.metrics.summarize`, as for the simulator. `--trace` writes the trace
 (JSON), `--chrome` a Chrome/Perfetto trace, `--gantt` a timeline picture, `--checkpoint DIR` saves and
-resumes training state. Ctrl-C stops the run, writes the partial trace where `--trace`/`--chrome` ask for
-it, and exits with status 130. A worker failure prints its traceback and one line naming the worker, and
-exits with status 1; a NaN or infinite loss is one line and status 2.
+resumes training state; every output path is checked before the run starts. Ctrl-C, SIGTERM or SIGHUP
+stops the run, writes the partial trace where `--trace`/`--chrome`/`--gantt` ask for it, and exits with 128
++ the signal's number. A worker failure prints its traceback and one line naming the worker, and exits with
+status 1; so does an op that runs longer than `run.op_timeout_s` (the watchdog); a NaN or infinite loss is
+one line and status 2. Each writes the partial trace too.
 """
 
 from __future__ import annotations
@@ -14,10 +16,24 @@ import sys
 import traceback
 from typing import Any
 
-from pdasgd.cli.common import EXIT_INTERRUPTED, add_json_flag, eprint, fail, format_table, print_json
+from pdasgd.cli import signals
+from pdasgd.cli.common import (
+    EXIT_USAGE,
+    add_json_flag,
+    check_range,
+    eprint,
+    fail,
+    format_table,
+    one_line,
+    output_dir,
+    output_file,
+    print_json,
+)
 from pdasgd.scenario import load_scenario
 
 EXIT_FAILED = 1
+MAX_GANTT_BATCHES = 1000
+MAX_CURVE_POINTS = 100  # each point keeps a copy of the parameters until the run ends
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -55,12 +71,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    if args.checkpoint_every < 1:
-        fail(f"--checkpoint-every: must be >= 1, got {args.checkpoint_every}")
-    if args.gantt_batches < 1:
-        fail(f"--gantt-batches: must be >= 1, got {args.gantt_batches}")
-    if args.curve_points < 0:
-        fail(f"--curve-points: must be >= 0, got {args.curve_points}")
+    _check_flags(args)
+    outputs = _outputs(args)  # every output checked before any work
     if args.gantt:
         _plotter()  # fail before training, not after
     import executor.runtime as runtime
@@ -70,32 +82,53 @@ def run(args: argparse.Namespace) -> int:
         result = runtime.run(
             scenario,
             progress=True,
-            checkpoint_dir=args.checkpoint,
+            checkpoint_dir=outputs["checkpoint"],
             checkpoint_every=args.checkpoint_every,
             curve_points=args.curve_points,
             baseline=args.baseline,
         )
     except runtime.RunInterrupted as interrupt:
-        _write(args, interrupt.result.trace)
-        eprint(f"pdasgd run: interrupted after {interrupt.result.trace.batches} batches")
-        return EXIT_INTERRUPTED
-    except runtime.WorkerError as error:
-        traceback.print_exception(error.__cause__, file=sys.stderr)
-        eprint(f"pdasgd run: error: {error}")
-        return EXIT_FAILED
-    _write(args, result.trace)
+        trace = interrupt.result.trace
+        written = _write(args, outputs, trace)
+        eprint(f"pdasgd run: stopped by {signals.describe()} after {trace.batches} batches{written}")
+        return signals.exit_status()
+    except runtime.RunFailed as failure:
+        written = _write(args, outputs, failure.result.trace) if failure.result else ""
+        if isinstance(failure, runtime.WorkerError):
+            traceback.print_exception(failure.__cause__, file=sys.stderr)
+        eprint(f"pdasgd run: error: {one_line(failure)}{written}")
+        return EXIT_USAGE if isinstance(failure, runtime.LossNotFinite) else EXIT_FAILED
+    _write(args, outputs, result.trace)
     _print(args, result)
     return 0
 
 
-def _write(args: argparse.Namespace, trace: Any) -> None:
-    if args.trace:
-        trace.save(args.trace)
-    if args.chrome:
-        trace.save_chrome(args.chrome)
-    if args.gantt:
+def _check_flags(args: argparse.Namespace) -> None:
+    check_range("--checkpoint-every", args.checkpoint_every, 1, 10**9)
+    check_range("--gantt-batches", args.gantt_batches, 1, MAX_GANTT_BATCHES)
+    check_range("--curve-points", args.curve_points, 0, MAX_CURVE_POINTS)
+
+
+def _outputs(args: argparse.Namespace) -> dict[str, Any]:
+    """Every output path, checked (UsageError naming the flag) before the run starts."""
+    outputs = {flag: output_file(getattr(args, flag), f"--{flag}") for flag in ("trace", "chrome", "gantt")}
+    outputs["checkpoint"] = (
+        output_dir(args.checkpoint, "--checkpoint") if args.checkpoint is not None else None
+    )
+    return outputs
+
+
+def _write(args: argparse.Namespace, outputs: dict[str, Any], trace: Any) -> str:
+    """Write the trace where asked; return `; partial trace in F` for the stop line ('' if none)."""
+    if outputs["trace"]:
+        trace.save(outputs["trace"])
+    if outputs["chrome"]:
+        trace.save_chrome(outputs["chrome"])
+    if outputs["gantt"]:
         title = f"{trace.method} (measured), first {args.gantt_batches} batches"
-        _plotter()(trace, args.gantt, batches=args.gantt_batches, title=title)
+        _plotter()(trace, outputs["gantt"], batches=args.gantt_batches, title=title)
+    files = [str(path) for key, path in outputs.items() if path is not None and key != "checkpoint"]
+    return f"; trace written to {', '.join(files)}" if files else ""
 
 
 def _plotter():
