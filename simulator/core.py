@@ -31,11 +31,14 @@ from simulator.workers import start_workers
 from theory import ties
 
 ENGINES = ("auto", "fast", "simpy")
+TRACE_STEPS = 4_000_000  # batches x layers in a trace: 1.2e7 spans, about 3 GiB
+SPAN_BYTES = 350  # measured: 205 resident per span, 345 at the peak of building them
 
 
 def simulate(scenario: Scenario, engine: str = "auto", progress: bool | None = None) -> Trace:
     """The predicted trace of `scenario` (module docstring); `progress` None shows a bar on long runs."""
     chosen = choose_engine(scenario, engine)
+    check_trace_size(scenario)
     with gc_paused():
         if chosen == "fast":
             timeline = fast.schedule_timeline(fast.fixed_schedule(scenario))
@@ -81,6 +84,21 @@ def choose_engine(scenario: Scenario, engine: str = "auto") -> str:
     if engine == "simpy" or problem:
         return "simpy"
     return "fast"
+
+
+def check_trace_size(scenario: Scenario) -> None:
+    """ScenarioError when the trace would not fit in memory (about 350 bytes per span at the peak, 3 spans per
+    layer and batch): the fast path's summary needs no trace, so fixed-time scenarios summarise far longer
+    runs."""
+    assert scenario.model is not None
+    steps = scenario.run.batches * len(scenario.model.layers)
+    if steps > TRACE_STEPS:
+        gib = steps * 3 * SPAN_BYTES / 2**30
+        raise ScenarioError(
+            f"run.batches: a trace of {scenario.run.batches} batches x {len(scenario.model.layers)} layers "
+            f"would take about {gib:.0f} GiB; at most {TRACE_STEPS:.0e} batches x layers have a trace "
+            "(fixed-time scenarios on the fast path are summarised without one)"
+        )
 
 
 def check_costs(scenario: Scenario) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pdasgd.io import writable_folder
+from pdasgd.scenario import Scenario, ScenarioError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -135,3 +136,20 @@ def check_range(flag: str, value: int | float, low: int | float, high: int | flo
         fail(f"{flag}: must be >= {low}, got {value}")
     if value > high:
         fail(f"{flag}: must be <= {high}, got {value}")
+
+
+def with_batches(scenario: Scenario, batches: int | None, flag: str = "--batches") -> Scenario:
+    """`scenario` with `run.batches` set from `flag`, the warm-up lowered to a tenth when it would not be
+    below the new count; a bad value is an error naming the flag."""
+    if batches is None:
+        return scenario
+    overrides: dict[str, Any] = {"run.batches": batches}
+    if scenario.run.warmup >= batches:
+        overrides["run.warmup"] = max(batches, 0) // 10
+    try:
+        return scenario.with_overrides(overrides)
+    except ScenarioError as error:
+        field, _, problem = str(error).partition(": ")
+        if field in ("run.batches", "run.warmup"):
+            fail(f"{flag}: {problem}")
+        raise

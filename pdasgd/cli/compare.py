@@ -24,7 +24,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from pdasgd.cli.common import add_json_flag, eprint, format_table, print_json
+from pdasgd.cli.common import (
+    add_json_flag,
+    eprint,
+    folder_name,
+    format_table,
+    output_dir,
+    print_json,
+    with_batches,
+)
 from pdasgd.comparison import COLUMNS, compare_summaries, comparison_rows
 from pdasgd.io import atomic_write_text
 from pdasgd.scenario import Model, Scenario, load_scenario, save_scenario
@@ -39,7 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "utilisation and memory with their errors, beside the closed-form theory.",
     )
     parser.add_argument("scenario", help="scenario TOML file")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default pdasgd-compare/<name>)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="output folder (default pdasgd-compare/<name>, the name made path-safe)"
+    )
     parser.add_argument("--profile", action="store_true", help="measure layer costs even if given")
     parser.add_argument("--batches", type=int, metavar="N", help="override run.batches")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
@@ -185,10 +195,8 @@ def print_tables(comparisons: list[Comparison]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario)
-    if args.batches is not None:
-        scenario = scenario.with_overrides({"run.batches": args.batches})
-    out_dir = Path(args.out or Path("pdasgd-compare") / scenario.name)
+    scenario = with_batches(load_scenario(args.scenario), args.batches)
+    out_dir = output_dir(args.out or Path("pdasgd-compare") / folder_name(scenario.name), "--out")
     progress = not args.no_progress and not args.json
     item = compare_one(scenario, progress=progress, force=args.profile)
     notes = [f"scenario: {args.scenario}", "theory: one device per worker, fixed op times"]

@@ -10,9 +10,8 @@ others. `--show-scenario` prints the scenario so it can be copied and edited.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from pdasgd.cli.common import add_json_flag, eprint, format_table, print_json
+from pdasgd.cli.common import add_json_flag, eprint, format_table, output_dir, print_json, with_batches
 from pdasgd.demo import DEMO_METHODS, DEMO_TOML, demo_scenario
 
 
@@ -38,9 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.show_scenario:
         print(DEMO_TOML, end="")
         return 0
-    scenario = demo_scenario()
-    if args.batches is not None:
-        scenario = scenario.with_overrides({"run.batches": args.batches})
+    scenario = with_batches(demo_scenario(), args.batches)
+    out_dir = output_dir(args.out, "--out")
     progress = not args.no_progress and not args.json
     comparisons, sequential_s = [], None
     for method in DEMO_METHODS:
@@ -49,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
         item = compare_one(scenario.with_overrides({"method": method}), sequential_s, progress)
         sequential_s = sequential_s or item.sequential_batch_s
         comparisons.append(item)
-    out_dir = Path(args.out)
     notes = [
         "built-in scenario (`pdasgd demo --show-scenario`)",
         "theory: one device per worker, fixed times",

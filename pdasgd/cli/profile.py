@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from pdasgd.cli.common import add_json_flag, eprint, fail, format_table, print_json
+from pdasgd.cli.common import add_json_flag, check_range, eprint, format_table, output_file, print_json
 from pdasgd.scenario import Model, load_scenario, save_scenario
 
 
@@ -42,19 +42,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    if args.batches < 1:
-        fail(f"--batches: must be >= 1, got {args.batches}")
-    if args.warmup < 0:
-        fail(f"--warmup: must be >= 0, got {args.warmup}")
+    check_range("--batches", args.batches, 1, 100_000)
+    check_range("--warmup", args.warmup, 0, 100_000)
+    output = output_file(args.output, "-o/--output")
     from executor.profile import measure, measure_pipelined
 
     samples = measure(scenario, args.batches, args.warmup)
     if args.pipelined:
         samples = measure_pipelined(scenario, samples, args.batches, max(args.warmup, 10))
     layers = tuple(layer.layer("mean") for layer in samples)
-    if args.output:
-        save_scenario(dataclasses.replace(scenario, model=Model(layers)), args.output)
-        eprint(f"pdasgd profile: wrote {len(layers)} layers to {args.output}")
+    if output:
+        save_scenario(dataclasses.replace(scenario, model=Model(layers)), output)
+        eprint(f"pdasgd profile: wrote {len(layers)} layers to {output}")
     if args.json:
         print_json([dataclasses.asdict(layer) for layer in layers])
     elif not args.output:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pdasgd.cli.common import add_json_flag, fail, format_table, print_json
-from pdasgd.scenario import Scenario, load_scenario
+from pdasgd.cli.common import add_json_flag, fail, format_table, output_file, print_json, with_batches
+from pdasgd.scenario import Scenario, ScenarioError, load_scenario
+
+OUTPUTS = ("trace", "chrome", "gantt", "staleness_plot")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--gantt", metavar="F.png", help="write a Gantt chart of the first batches")
     parser.add_argument(
-        "--gantt-batches", type=_positive, default=12, metavar="N", help="batches in the Gantt chart (12)"
+        "--gantt-batches",
+        type=_gantt_batches,
+        default=12,
+        metavar="N",
+        help="batches in the Gantt chart (12)",
     )
     parser.add_argument(
         "--staleness-plot",
@@ -44,6 +50,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.set_defaults(func=run)
+
+
+def _gantt_batches(text: str) -> int:
+    value = _positive(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"must be <= 1000, got {value}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -67,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from simulator import choose_engine, simulate, simulate_summary
 
     scenario = _with_overrides(load_scenario(args.scenario), args)
+    outputs = {flag: output_file(getattr(args, flag), f"--{flag.replace('_', '-')}") for flag in OUTPUTS}
     engine = choose_engine(scenario, args.engine)
     progress = False if args.no_progress else None
     trace = None
@@ -78,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         summary = summarize(trace)
     else:
         summary = simulate_summary(scenario, engine=engine, progress=progress)
-    written = _write_files(args, scenario, trace, summary, progress)
+    written = _write_files(args, outputs, scenario, trace, summary, progress)
     if args.json:
         print_json(summary.to_dict())
     else:
@@ -89,33 +103,32 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _with_overrides(scenario: Scenario, args: argparse.Namespace) -> Scenario:
-    overrides = {}
-    if args.batches is not None:
-        overrides["run.batches"] = args.batches
-        if scenario.run.warmup >= args.batches:
-            overrides["run.warmup"] = args.batches // 10
-    if args.seed is not None:
-        overrides["run.seed"] = args.seed
-    return scenario.with_overrides(overrides) if overrides else scenario
+    scenario = with_batches(scenario, args.batches)
+    if args.seed is None:
+        return scenario
+    try:
+        return scenario.with_overrides({"run.seed": args.seed})
+    except ScenarioError as error:
+        fail(f"--seed: {str(error).partition(': ')[2]}")
 
 
-def _write_files(args, scenario: Scenario, trace, summary, progress) -> list[Path]:
+def _write_files(args, outputs: dict, scenario: Scenario, trace, summary, progress) -> list[Path]:
     written = []
     try:
-        if args.trace:
-            written.append(trace.save(args.trace))
-        if args.chrome:
-            written.append(trace.save_chrome(args.chrome))
-        if args.gantt:
-            written.append(_gantt(args, scenario, trace))
-        if args.staleness_plot:
-            written.append(_staleness_plot(args, scenario, summary, progress))
+        if outputs["trace"]:
+            written.append(trace.save(outputs["trace"]))
+        if outputs["chrome"]:
+            written.append(trace.save_chrome(outputs["chrome"]))
+        if outputs["gantt"]:
+            written.append(_gantt(args, outputs["gantt"], scenario, trace))
+        if outputs["staleness_plot"]:
+            written.append(_staleness_plot(outputs["staleness_plot"], scenario, summary, progress))
     except OSError as error:
         fail(f"cannot write {error.filename or 'output'}: {error.strerror or error}")
     return written
 
 
-def _gantt(args, scenario: Scenario, trace) -> Path:
+def _gantt(args, path: Path, scenario: Scenario, trace) -> Path:
     from pdasgd.plots import gantt
     from simulator import simulate
 
@@ -123,10 +136,10 @@ def _gantt(args, scenario: Scenario, trace) -> Path:
         shown = min(args.gantt_batches, scenario.run.batches)
         trace = simulate(scenario.with_overrides({"run.batches": shown, "run.warmup": 0}), engine="fast")
     title = f"{scenario.name}: {scenario.method} (predicted), first {args.gantt_batches} batches"
-    return gantt(trace, args.gantt, batches=args.gantt_batches, title=title)
+    return gantt(trace, path, batches=args.gantt_batches, title=title)
 
 
-def _staleness_plot(args, scenario: Scenario, summary, progress) -> Path:
+def _staleness_plot(path: Path, scenario: Scenario, summary, progress) -> Path:
     """This scenario's staleness; for async-lu/async-bu the other update rule on the same costs beside it."""
     from pdasgd.plots import staleness_plot
     from simulator import simulate_summary
@@ -135,9 +148,7 @@ def _staleness_plot(args, scenario: Scenario, summary, progress) -> Path:
     other = scenario.definition.contrast
     if other:
         runs[other] = simulate_summary(scenario.with_overrides({"method": other}), progress=progress)
-    return staleness_plot(
-        runs, args.staleness_plot, title=f"{scenario.name}: per-layer staleness (predicted)"
-    )
+    return staleness_plot(runs, path, title=f"{scenario.name}: per-layer staleness (predicted)")
 
 
 def _report(scenario: Scenario, summary, engine: str) -> str:

@@ -16,10 +16,21 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from pdasgd.cli.common import add_json_flag, eprint, format_table, print_json
+from pdasgd.cli.common import (
+    add_json_flag,
+    check_range,
+    eprint,
+    fail,
+    folder_name,
+    format_table,
+    output_dir,
+    print_json,
+)
 from pdasgd.io import atomic_write_text
 from pdasgd.scenario import Scenario, load_scenario
 from pdasgd.sweep import grid, parse_vary, sweep_row, to_csv
+
+MAX_JOBS = 256
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", metavar="DIR", help="output folder (default pdasgd-sweep/<name>)")
     parser.add_argument("--real", action="store_true", help="also run every point with the executor")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: the cores)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     add_json_flag(parser)
     parser.set_defaults(func=run)
@@ -75,10 +88,16 @@ def measure_all(points: list, progress: bool) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     base = load_scenario(args.scenario)
+    check_range("--jobs", args.jobs, 1, MAX_JOBS)
     varies = [parse_vary(flag) for flag in args.vary]
+    keys = [key for key, _ in varies]
+    for key in keys:
+        if keys.count(key) > 1:
+            fail(f"--vary {key}: given twice; give every value of a key in one --vary")
     points = grid(base, varies)
     if base.model is None:
         raise ValueError("model: no layer costs to simulate; give [model] or run `pdasgd profile` first")
+    out_dir = output_dir(args.out or Path("pdasgd-sweep") / folder_name(base.name), "--out")
     progress = not args.no_progress and not args.json
     simulated = simulate_all(points, args.jobs, progress)
     measured = measure_all(points, progress) if args.real else [None] * len(points)
@@ -86,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
         sweep_row(overrides, predicted, theory, real)
         for (overrides, _), (predicted, theory), real in zip(points, simulated, measured, strict=True)
     ]
-    out_dir = Path(args.out or Path("pdasgd-sweep") / base.name)
     atomic_write_text(out_dir / "sweep.csv", to_csv(rows))
     plot_sweep(rows, [key for key, _ in varies], out_dir)
     if args.json:
