@@ -67,18 +67,52 @@ def save(
 
 
 def load(directory: str | Path, scenario: Scenario) -> dict[str, Any] | None:
-    """The checkpoint in `directory`, or None when there is none; ValueError if it is for another scenario."""
+    """The checkpoint in `directory`, or None when there is none. ValueError, in one line, when it cannot be
+    read, is not a pdasgd checkpoint or is for another scenario."""
     path = Path(directory) / FILE_NAME
-    if not path.is_file():
+    if not path.exists():
         return None
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path}: is not a file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a foreign or damaged file: say which, in one line
-        raise ValueError(f"checkpoint {path}: cannot read: {error}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    except Exception as error:  # a foreign or damaged file: say which, in one line (torch's are long)
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ValueError(f"checkpoint {path}: cannot read ({type(error).__name__}: {first})") from None
+    if not _well_formed(state):
         raise ValueError(f"checkpoint {path}: not a pdasgd checkpoint")
     if state["fingerprint"] != fingerprint(scenario):
         raise ValueError(
             f"checkpoint {path}: was written for another scenario; use another --checkpoint folder"
         )
     return state
+
+
+def check_unfinished(directory: str | Path, state: dict[str, Any], scenario: Scenario) -> None:
+    """ValueError when the checkpoint's run has already trained every batch the scenario asks for."""
+    if state["batches_done"] >= scenario.run.batches:
+        raise ValueError(
+            f"checkpoint {Path(directory) / FILE_NAME}: its run has finished all {state['batches_done']} "
+            "batches; raise run.batches to train further, or use another --checkpoint folder"
+        )
+
+
+def _well_formed(state: Any) -> bool:
+    """The keys and types `save` writes."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return False
+    layers, buffers = state.get("layers"), state.get("buffers")
+    if not isinstance(state.get("fingerprint"), str) or not isinstance(state.get("batches_done"), int):
+        return False
+    if not isinstance(layers, list) or not isinstance(buffers, list) or state["batches_done"] < 0:
+        return False
+    return all(_well_formed_layer(layer) for layer in layers) and all(torch.is_tensor(b) for b in buffers)
+
+
+def _well_formed_layer(layer: Any) -> bool:
+    if not isinstance(layer, dict) or not isinstance(layer.get("version"), int):
+        return False
+    tensors, momentum = layer.get("tensors"), layer.get("momentum")
+    if not isinstance(tensors, list) or not all(torch.is_tensor(t) for t in tensors):
+        return False
+    return momentum is None or (isinstance(momentum, list) and all(torch.is_tensor(t) for t in momentum))

@@ -25,6 +25,7 @@ tokens per image would make a slow LSTM; 7x7 keeps the digit legible).
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from executor.checks import machine_bytes
 from pdasgd.scenario import Train
 
 CLASSES = 10
@@ -40,6 +42,9 @@ SYNTHETIC_TRAIN, SYNTHETIC_TEST = 4096, 1024
 IMAGE_SHAPE = (3, 32, 32)
 SEQ_LEN, VOCAB, CLASS_WORDS, CLASS_WORD_SHARE = 100, 1000, 50, 0.5
 TOKEN_LEVELS = 17  # token values 0..16, as digits' pixels
+MAX_CLASSES = 100_000
+MAX_VOCAB = 10_000_000
+MAX_DATASET_BYTES = 16 * 2**30
 TEST_FRACTION = 0.2
 
 
@@ -197,11 +202,13 @@ WHOLE_KEYS = ("x", "y")
 def load_npz(path: str | Path, kind: str, seed: int) -> Dataset:
     """A user's .npz file (module docstring); every problem is a ValueError naming the file."""
     where = f"train.dataset: {path}"
+    _check_archive(path, where)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{where}: cannot read: {error}") from None
+    except Exception as error:  # truncated, corrupt, pickled objects, not an .npz: one line
+        message = " ".join(str(error).split())[:200]
+        raise ValueError(f"{where}: cannot read: {type(error).__name__}: {message}") from None
     train_x, train_y, test_x, test_y = _splits(arrays, where, seed)
     _check_pair(train_x, train_y, f"{where}: train")
     _check_pair(test_x, test_y, f"{where}: test")
@@ -212,6 +219,10 @@ def load_npz(path: str | Path, kind: str, seed: int) -> Dataset:
     x, vocab_size = _shape_inputs(train_x, test_x, kind, where)
     y = torch.from_numpy(train_y.astype(np.int64)), torch.from_numpy(test_y.astype(np.int64))
     num_classes = int(max(train_y.max(), test_y.max())) + 1
+    if num_classes > MAX_CLASSES:
+        raise ValueError(f"{where}: labels go up to {num_classes - 1}; at most {MAX_CLASSES} classes")
+    if vocab_size is not None and vocab_size > MAX_VOCAB:
+        raise ValueError(f"{where}: tokens go up to {vocab_size - 1}; a vocabulary of at most {MAX_VOCAB}")
     return Dataset(x[0], y[0], x[1], y[1], tuple(x[0].shape[1:]), num_classes, vocab_size, Path(path).stem)
 
 
@@ -235,6 +246,22 @@ def _splits(arrays: dict[str, np.ndarray], where: str, seed: int) -> tuple[np.nd
     return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
 
 
+def _check_archive(path: str | Path, where: str) -> None:
+    """Refuse an archive whose arrays would not fit in memory once decompressed (a decompression bomb)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise ValueError(
+            f"{where}: cannot read: not an .npz archive ({' '.join(str(error).split())[:200]})"
+        ) from None
+    limit = min(MAX_DATASET_BYTES, machine_bytes() // 4)
+    if size > limit:
+        raise ValueError(
+            f"{where}: its arrays take {size / 2**30:.3g} GiB decompressed; at most {limit / 2**30:.3g} GiB"
+        )
+
+
 def _check_pair(x: np.ndarray, y: np.ndarray, where: str) -> None:
     if y.ndim != 1 or len(x) != len(y) or x.ndim < 2:
         raise ValueError(f"{where}: x must be (samples, ...) and y (samples,); got {x.shape} and {y.shape}")
@@ -244,6 +271,10 @@ def _check_pair(x: np.ndarray, y: np.ndarray, where: str) -> None:
         raise ValueError(f"{where}: labels must be integers >= 0; got dtype {y.dtype}, min {y.min()}")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise ValueError(f"{where}: x must be numeric; got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise ValueError(f"{where}: x must be real numbers; got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise ValueError(f"{where}: x holds NaN or infinite values")
 
 
 def _shape_inputs(

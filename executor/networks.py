@@ -113,15 +113,28 @@ def build_user_network(spec: str, input_shape: tuple[int, ...], num_classes: int
     module_name, _, function_name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"train.network: cannot import {module_name!r}: {error}") from None
+    except Exception as error:  # ImportError, or whatever the module raises while it is imported
+        raise ValueError(f"train.network: cannot import {module_name!r}: {_brief(error)}") from None
     function = getattr(module, function_name, None)
     if function is None:
         raise ValueError(f"train.network: module {module_name!r} has no {function_name!r}")
     if not callable(function):
         raise ValueError(f"train.network: {spec!r} is not callable")
-    blocks = function(input_shape=tuple(input_shape), num_classes=num_classes)
+    try:
+        blocks = function(input_shape=tuple(input_shape), num_classes=num_classes)
+    except TypeError as error:
+        raise ValueError(
+            f"train.network: {spec!r} must accept input_shape= and num_classes= ({_brief(error)})"
+        ) from None
+    except Exception as error:
+        raise ValueError(f"train.network: {spec!r} raised {_brief(error)}") from None
     return _check_blocks(spec, blocks)
+
+
+def _brief(error: BaseException) -> str:
+    """`Type: message` of a user's error, on one line and not too long."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message[:300]}" if message else type(error).__name__
 
 
 def _check_blocks(spec: str, blocks: object) -> list[nn.Module]:

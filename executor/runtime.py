@@ -36,7 +36,7 @@ from tqdm import tqdm
 from executor import checkpoint as checkpoints
 from executor.links import Link, Stopped, Window
 from executor.results import Curve, RunResult, accuracy_curve, build_trace, snapshot_pool, take_snapshot
-from executor.setup import Setup, make_context, make_setup
+from executor.setup import PARAMETER_COPIES, Setup, make_context, make_setup
 from executor.workers import LOOPS, Completions, Context, NonFiniteLoss, RoleContext
 from pdasgd import metrics
 from pdasgd.methods import MethodError
@@ -103,7 +103,7 @@ def run(
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every: must be >= 1, got {checkpoint_every}")
     sequential_s = sequential_batch_s(scenario) if baseline else None
-    setup = make_setup(scenario, checkpoint_dir)
+    setup = make_setup(scenario, checkpoint_dir, PARAMETER_COPIES + curve_points + 1)
     ctx, curve = _context(setup, probe, curve_points, stop_event or threading.Event())
     if checkpoint_dir is not None:
         ctx.on_finish = _chain(ctx.on_finish, _checkpointer(setup, ctx, checkpoint_dir, checkpoint_every))

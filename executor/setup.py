@@ -17,6 +17,7 @@ from torch import nn
 
 from executor import checkpoint as checkpoints
 from executor.blocks import warm_up
+from executor.checks import check_blocks_run, check_fits
 from executor.data import Dataset, batch_stream, load_dataset
 from executor.links import BatchSource
 from executor.memory import MemoryMeter
@@ -25,6 +26,8 @@ from executor.params import SGD, VersionedLayer
 from executor.timing import CudaStreams, make_clock
 from executor.workers import Completions, Context, Delivery
 from pdasgd.scenario import Scenario
+
+PARAMETER_COPIES = 4  # current and latest version, momentum, gradients
 
 
 @dataclass
@@ -66,17 +69,25 @@ def cpu_slots() -> int:
         return os.cpu_count() or 1
 
 
-def make_setup(scenario: Scenario, checkpoint_dir: str | os.PathLike | None = None) -> Setup:
+def make_setup(
+    scenario: Scenario, checkpoint_dir: str | os.PathLike | None = None, copies: int = PARAMETER_COPIES
+) -> Setup:
+    """Everything before the first batch (module docstring); `copies` of the parameters must fit in memory."""
     train, seed = scenario.train, scenario.run.seed
     device = resolve_device(train.device)
     warm_up()
     dataset = load_dataset(train, seed)
+
+    def build() -> list[nn.Module]:
+        return build_network(
+            train, dataset.input_shape, dataset.num_classes, dataset.vocab_size, scenario.model
+        )
+
+    check_fits(train, build, copies)
     torch.manual_seed(seed)
-    blocks = build_network(
-        train, dataset.input_shape, dataset.num_classes, dataset.vocab_size, scenario.model
-    )
-    blocks = [block.to(device).train() for block in blocks]
-    sample_x, _ = next(batch_stream(dataset, train.batch_size, seed))
+    blocks = [block.to(device).train() for block in build()]
+    sample_x, sample_y = next(batch_stream(dataset, train.batch_size, seed))
+    check_blocks_run(blocks, sample_x.to(device), sample_y.to(device), dataset.num_classes, train.network)
     sizes = activation_bytes(blocks, sample_x.to(device))
     meter = MemoryMeter()
     sgd = SGD(train.lr, train.momentum, train.weight_decay)
@@ -85,14 +96,31 @@ def make_setup(scenario: Scenario, checkpoint_dir: str | os.PathLike | None = No
         in_place = device.type == "cpu"
         layers = [VersionedLayer(list(block.parameters()), sgd, meter, in_place=in_place) for block in blocks]
         return Setup(scenario, device, dataset, blocks, layers, meter, sizes, 0)
+    checkpoints.check_unfinished(checkpoint_dir, state, scenario)
+    _check_restorable(state, blocks, train)
     layers = [_restored_layer(saved, sgd, meter, device) for saved in state["layers"]]
-    if len(layers) != len(blocks):
-        raise ValueError("checkpoint: its layer count does not match the network")
     setup = Setup(scenario, device, dataset, blocks, layers, meter, sizes, state["batches_done"])
     with torch.no_grad():
         for buffer, saved in zip(setup.buffers, state["buffers"], strict=True):
             buffer.copy_(saved)
     return setup
+
+
+def _check_restorable(state: dict, blocks: list[nn.Module], train) -> None:
+    """ValueError unless the checkpoint's tensors have the shapes of this network's parameters."""
+    if len(state["layers"]) != len(blocks):
+        raise ValueError("checkpoint: its layer count does not match the network")
+    buffers = [buffer for block in blocks for buffer in block.buffers()]
+    if [tuple(b.shape) for b in state["buffers"]] != [tuple(b.shape) for b in buffers]:
+        raise ValueError("checkpoint: its buffers do not match the network's")
+    for m, (saved, block) in enumerate(zip(state["layers"], blocks, strict=True)):
+        shapes = [tuple(p.shape) for p in block.parameters()]
+        if [tuple(t.shape) for t in saved["tensors"]] != shapes:
+            raise ValueError(f"checkpoint: layer {m}'s parameters do not match the network's")
+        if saved["momentum"] is not None and [tuple(t.shape) for t in saved["momentum"]] != shapes:
+            raise ValueError(f"checkpoint: layer {m}'s momentum does not match the network's")
+        if (saved["momentum"] is None) != (train.momentum == 0):
+            raise ValueError("checkpoint: written with another train.momentum")
 
 
 def _restored_layer(saved: dict, sgd: SGD, meter: MemoryMeter, device: torch.device) -> VersionedLayer:

@@ -52,36 +52,85 @@ def _at_least(low: float) -> Check:
     return lambda value: None if value >= low else f"must be >= {low}, got {value}"
 
 
+def _between(low: float, high: float) -> Check:
+    """low <= value <= high: every number has an upper bound the machine can honour."""
+
+    def check(value: float) -> str | None:
+        if value < low:
+            return f"must be >= {low}, got {value}"
+        if value > high:
+            return f"must be <= {high:g}, got {value:g}"
+        return None
+
+    return check
+
+
+def _positive_at_most(high: float) -> Check:
+    return lambda value: (
+        f"must be > 0, got {value}"
+        if not value > 0
+        else f"must be <= {high:g}, got {value:g}"
+        if value > high
+        else None
+    )
+
+
+def _speed(value: float) -> str | None:
+    if not value > 0:
+        return f"must be > 0, got {value}"
+    return _between(1e-6, 1e6)(value)
+
+
+def _text(most: int) -> Check:
+    return lambda value: f"must be at most {most} characters, got {len(value)}" if len(value) > most else None
+
+
 def _choice(options: tuple[str, ...]) -> Check:
     return lambda value: None if value in options else f"must be one of {', '.join(options)}; got {value!r}"
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else f"must be > 0, got {value}"
 
 
 def _below_one(value: float) -> str | None:
     return None if 0 <= value < 1 else f"must be >= 0 and < 1, got {value}"
 
 
-_NONNEG = _at_least(0)
-_POSITIVE_INT = _at_least(1)
+# Upper bounds: what the engines can hold in memory and what floats, timestamps and C ints can carry.
+MAX_SECONDS = 1e6  # any duration: ~11 days, far below where perf_counter() + delay or sums lose precision
+MAX_BYTES = 2**40  # a layer's activations or parameters (1 TiB): sums over batches in flight stay in int64
+MAX_LAYERS = 10_000
+MAX_BATCHES = 10_000_000  # the fixed-time recursion keeps three floats per batch in lists (about 1 GB)
+MAX_STEPS = 10**9  # batches x layers the fast summary walks in chunks (about a minute)
+MAX_WORKERS = 10_000
+MAX_NAME = 200
+_DURATION = _between(0, MAX_SECONDS)
+_SIZE = _between(0, MAX_BYTES)
+_NAME = _text(MAX_NAME)
+
+
+def _count(high: int) -> Check:
+    return _between(1, high)
 
 
 def _network_check(value: str) -> str | None:
-    if value in NETWORKS or ":" in value:
+    if len(value) > 500:
+        return f"must be at most 500 characters, got {len(value)}"
+    if value in NETWORKS or (":" in value and value.isprintable()):
         return None
     return f"must be one of {', '.join(NETWORKS)} or 'package.module:function'; got {value!r}"
 
 
 def _dataset_check(value: str) -> str | None:
+    if "\0" in value or len(value) > 4096:
+        return "must be a path of at most 4096 characters without NUL"
     if value in DATASETS or value.endswith(".npz"):
         return None
     return f"must be one of {', '.join(DATASETS)} or a path to an .npz file; got {value!r}"
 
 
 def _device_check(value: str) -> str | None:
-    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+    index = value[5:]
+    if value in ("auto", "cpu", "cuda") or (
+        value.startswith("cuda:") and index.isascii() and index.isdigit() and int(index) < 1024
+    ):
         return None
     return f"must be auto, cpu, cuda or cuda:N; got {value!r}"
 
@@ -90,32 +139,32 @@ def _device_check(value: str) -> str | None:
 class Header:
     """The scenario's top-level keys."""
 
-    name: str = setting("scenario")  # names the default output folders of compare and sweep
-    method: str = setting("async-lu")  # a method of pdasgd.methods (`pdasgd methods` lists them)
+    name: str = setting("scenario", _NAME)  # names the default output folders of compare and sweep
+    method: str = setting("async-lu", _NAME)  # a method of pdasgd.methods (`pdasgd methods` lists them)
 
 
 @dataclass(frozen=True)
 class Layer:
     """One unit of update: its costs in seconds and the memory it holds."""
 
-    name: str = setting()
-    forward_s: float = setting(check=_NONNEG)
-    backward_s: float = setting(check=_NONNEG)
-    update_s: float = setting(0.0, _NONNEG)  # the cost of applying this layer's update (backward worker)
-    activation_bytes: int = setting(0, _NONNEG)
-    param_bytes: int = setting(0, _NONNEG)
+    name: str = setting(check=_NAME)
+    forward_s: float = setting(check=_DURATION)
+    backward_s: float = setting(check=_DURATION)
+    update_s: float = setting(0.0, _DURATION)  # the cost of applying this layer's update (backward worker)
+    activation_bytes: int = setting(0, _SIZE)
+    param_bytes: int = setting(0, _SIZE)
 
 
 @dataclass(frozen=True)
 class UniformModel:
     """`[model]` without explicit layers: `layers` equal layers sharing a batch's forward time."""
 
-    layers: int = setting(check=_POSITIVE_INT)
-    forward_s: float = setting(check=_positive)
-    beta: float = setting(check=_NONNEG)
-    update_s: float = setting(0.0, _NONNEG)
-    activation_bytes: int = setting(0, _NONNEG)
-    param_bytes: int = setting(0, _NONNEG)
+    layers: int = setting(check=_count(MAX_LAYERS))
+    forward_s: float = setting(check=_positive_at_most(MAX_SECONDS))
+    beta: float = setting(check=_between(0, MAX_SECONDS))
+    update_s: float = setting(0.0, _DURATION)
+    activation_bytes: int = setting(0, _SIZE)
+    param_bytes: int = setting(0, _SIZE)
 
 
 @dataclass(frozen=True)
@@ -147,12 +196,12 @@ class Model:
 
 @dataclass(frozen=True)
 class Workers:
-    forward: int = setting(1, _POSITIVE_INT)
-    backward: int = setting(2, _POSITIVE_INT)
-    max_in_flight: int = setting(8, _POSITIVE_INT)
-    replicas: int = setting(1, _POSITIVE_INT)
-    per_replica: int = setting(2, _POSITIVE_INT)
-    average_every: int = setting(16, _POSITIVE_INT)
+    forward: int = setting(1, _count(256))
+    backward: int = setting(2, _count(256))
+    max_in_flight: int = setting(8, _count(100_000))
+    replicas: int = setting(1, _count(4096))
+    per_replica: int = setting(2, _count(256))
+    average_every: int = setting(16, _count(10**9))
 
 
 @dataclass(frozen=True)
@@ -160,52 +209,54 @@ class Straggler:
     """Worker `worker` takes `extra_s` longer on every `every`-th batch it handles: `sleep` waits before the
     batch (the device is free meanwhile), `busy` computes that much longer in its first op (holding it)."""
 
-    worker: str = setting()
-    every: int = setting(check=_POSITIVE_INT)
-    extra_s: float = setting(check=_NONNEG)
+    worker: str = setting(check=_NAME)
+    every: int = setting(check=_count(10**9))
+    extra_s: float = setting(check=_DURATION)
     kind: str = setting("sleep", _choice(STRAGGLER_KINDS))
 
 
 @dataclass(frozen=True)
 class Delays:
-    handoff_s: float = setting(0.0, _NONNEG)  # forward end -> backward start
-    visibility_s: float = setting(0.0, _NONNEG)  # an update applied at t is visible to readers at t + this
-    allreduce_s: float = setting(0.0, _NONNEG)  # latency of one all-reduce among 2+ replicas
-    jitter_cv: float = setting(0.0, _NONNEG)  # simulator: lognormal noise on every op time
+    handoff_s: float = setting(0.0, _DURATION)  # forward end -> backward start
+    visibility_s: float = setting(0.0, _DURATION)  # an update published at t is visible at t + this
+    allreduce_s: float = setting(0.0, _DURATION)  # latency of one all-reduce among 2+ replicas
+    jitter_cv: float = setting(0.0, _between(0, 10))  # simulator: lognormal noise on every op time
     stragglers: tuple[Straggler, ...] = ()
 
 
 @dataclass(frozen=True)
 class Device:
-    name: str = setting()
-    slots: int = setting(1, _POSITIVE_INT)
-    speed: float = setting(1.0, _positive)
-    contention: float = setting(0.0, _NONNEG)  # while n ops overlap, each runs 1 + c (n-1)/(slots-1) slower
+    name: str = setting(check=_NAME)
+    slots: int = setting(1, _count(4096))
+    speed: float = setting(1.0, _speed)
+    contention: float = setting(
+        0.0, _between(0, 100)
+    )  # while n ops overlap, each runs 1 + c (n-1)/(slots-1) slower
     time_slice: bool = setting(False)  # ops share the slots as threads share cores (no queue); else FIFO
 
 
 @dataclass(frozen=True)
 class Train:
     network: str = setting("mlp", _network_check)
-    width: int = setting(1024, _POSITIVE_INT)
-    depth: int = setting(8, _POSITIVE_INT)
-    channels: int = setting(16, _POSITIVE_INT)
-    hidden: int = setting(256, _POSITIVE_INT)
+    width: int = setting(1024, _count(65_536))
+    depth: int = setting(8, _count(MAX_LAYERS))
+    channels: int = setting(16, _count(4096))
+    hidden: int = setting(256, _count(65_536))
     dataset: str = setting("synthetic", _dataset_check)
-    batch_size: int = setting(128, _POSITIVE_INT)
-    lr: float = setting(0.01, _NONNEG)
+    batch_size: int = setting(128, _count(65_536))
+    lr: float = setting(0.01, _between(0, 1e6))
     momentum: float = setting(0.0, _below_one)
-    weight_decay: float = setting(0.0, _NONNEG)
+    weight_decay: float = setting(0.0, _between(0, 1e6))
     device: str = setting("auto", _device_check)
-    threads_per_worker: int = setting(1, _POSITIVE_INT)
+    threads_per_worker: int = setting(1, _count(256))
 
 
 @dataclass(frozen=True)
 class Run:
-    batches: int = setting(1000, _POSITIVE_INT)
-    warmup: int = setting(10, _NONNEG)
-    seed: int = setting(0, _NONNEG)
-    op_timeout_s: float = setting(300.0, _positive)  # executor: stop the run if one op takes longer
+    batches: int = setting(1000, _count(MAX_BATCHES))
+    warmup: int = setting(10, _between(0, MAX_BATCHES))
+    seed: int = setting(0, _between(0, 2**32 - 1))
+    op_timeout_s: float = setting(300.0, _positive_at_most(MAX_SECONDS))  # executor: the watchdog
 
 
 @dataclass(frozen=True)
@@ -261,15 +312,29 @@ class Scenario:
 # --- loading ------------------------------------------------------------------------------------
 
 
+MAX_FILE_BYTES = 10 * 2**20
+
+
 def load_scenario(path: str | os.PathLike) -> Scenario:
     """Read and validate a scenario file; relative dataset paths resolve against its folder."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise ScenarioError(f"{path}: is a folder, not a scenario file")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ScenarioError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB; not a scenario file")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ScenarioError(f"{path}: file not found") from None
     except OSError as error:
-        raise ScenarioError(f"{path}: cannot read ({error.strerror})") from None
+        raise ScenarioError(f"{path}: cannot read ({error.strerror or error})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ScenarioError(
+            f"{path}: not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} (line {line})"
+        ) from None
     return scenario_from_toml(text, base_dir=path.parent, origin=str(path))
 
 
@@ -278,6 +343,8 @@ def scenario_from_toml(text: str, base_dir: str | os.PathLike = ".", origin: str
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError(f"{origin}: invalid TOML: {error}") from None
+    except RecursionError:
+        raise ScenarioError(f"{origin}: invalid TOML: nested too deeply") from None
     return parse_scenario(data, base_dir=base_dir)
 
 
@@ -305,6 +372,7 @@ def parse_scenario(data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -
     run = _parse(Run, _table(top, "run") or {}, "run")
     _check_run(run)
     _check_stragglers(delays, definition, workers)
+    _check_sizes(definition, model, workers, run)
     _check_steps(definition, model, workers)
     if train.network == "timed" and model is None:
         raise ScenarioError("train.network: timed sleeps the [model] costs, so it needs [model]")
@@ -319,6 +387,26 @@ def _method(method: str) -> str:
     except methods.MethodError as error:
         raise ScenarioError(f"method: {error}") from None
     return method
+
+
+def _check_sizes(definition: methods.Method, model: Model | None, workers: Workers, run: Run) -> None:
+    """Bounds on products of fields: what the engines can hold and count."""
+    count = len(definition.worker_names(workers))
+    if count > MAX_WORKERS:
+        raise ScenarioError(f"workers: {definition.name} would have {count} workers; at most {MAX_WORKERS}")
+    if model is None:
+        return
+    layers = len(model.layers)
+    if run.batches * layers > MAX_STEPS:
+        raise ScenarioError(
+            f"run.batches: {run.batches} batches x {layers} layers is more than {MAX_STEPS:.0e} steps to "
+            "simulate"
+        )
+    if model.forward_s < 1e-9:
+        raise ScenarioError(f"model: a batch's forward takes {model.forward_s:g} s; at least 1e-09")
+    per_batch = sum(layer.activation_bytes + layer.param_bytes for layer in model.layers)
+    if per_batch * (workers.max_in_flight + count + 1) * workers.replicas >= 2**62:
+        raise ScenarioError("model: layer bytes times the batches and copies alive overflow a 64-bit count")
 
 
 def _check_steps(definition: methods.Method, model: Model | None, workers: Workers) -> None:
@@ -442,6 +530,11 @@ def _uniform_layers(spec: UniformModel) -> list[Layer]:
     count = spec.layers
     forward_s = spec.forward_s / count
     backward_s = spec.beta * spec.forward_s / count
+    if backward_s > MAX_SECONDS:
+        raise ScenarioError(
+            f"model.beta: a layer's backward (beta x forward_s / layers = {backward_s:g} s) must be <= "
+            f"{MAX_SECONDS:g}"
+        )
     extras = {"update_s": spec.update_s, "activation_bytes": spec.activation_bytes}
     return [
         Layer(f"layer{i}", forward_s, backward_s, param_bytes=spec.param_bytes, **extras)

@@ -2,12 +2,13 @@
 
 The standard library reads TOML (tomllib) but does not write it. Scenarios only hold strings, numbers,
 booleans, lists of those, tables and arrays of tables, so this writer covers exactly that, and a test checks
-that `tomllib.loads(dumps(data)) == data`.
+that `tomllib.loads(dumps(data)) == data`. Strings are TOML basic strings: backslash and quote escaped, and
+every control character (U+0000-U+001F and U+007F, which TOML forbids in strings) written as an escape, so
+whatever a scenario's names hold reads back the same.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -47,7 +48,23 @@ def _write_table(lines: list[str], table: Mapping[str, Any], path: list[str]) ->
 
 def _key(key: str) -> str:
     bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
-    return key if bare else json.dumps(key)
+    return key if bare else _string(key)
+
+
+ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _string(text: str) -> str:
+    """A TOML basic string."""
+    out = []
+    for ch in text:
+        if ch in ESCAPES:
+            out.append(ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _value(value: Any) -> str:
@@ -62,7 +79,7 @@ def _value(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return _string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_value(item) for item in value) + "]"
     if value is None:
