@@ -101,6 +101,7 @@ MAX_BATCHES = 10_000_000  # the fixed-time recursion keeps three floats per batc
 MAX_STEPS = 10**9  # batches x layers the fast summary walks in chunks (about a minute)
 MAX_WORKERS = 10_000
 MAX_NAME = 200
+MIN_FORWARD_S = 1e-9  # a batch's forward: rates stay finite and instants stay apart from the tie rule's 1e-9
 _DURATION = _between(0, MAX_SECONDS)
 _SIZE = _between(0, MAX_BYTES)
 _NAME = _text(MAX_NAME)
@@ -198,7 +199,7 @@ class Model:
 class Workers:
     forward: int = setting(1, _count(256))
     backward: int = setting(2, _count(256))
-    max_in_flight: int = setting(8, _count(100_000))
+    max_in_flight: int = setting(8, _count(MAX_BATCHES))
     replicas: int = setting(1, _count(4096))
     per_replica: int = setting(2, _count(256))
     average_every: int = setting(16, _count(10**9))
@@ -402,8 +403,6 @@ def _check_sizes(definition: methods.Method, model: Model | None, workers: Worke
             f"run.batches: {run.batches} batches x {layers} layers is more than {MAX_STEPS:.0e} steps to "
             "simulate"
         )
-    if model.forward_s < 1e-9:
-        raise ScenarioError(f"model: a batch's forward takes {model.forward_s:g} s; at least 1e-09")
     per_batch = sum(layer.activation_bytes + layer.param_bytes for layer in model.layers)
     if per_batch * (workers.max_in_flight + count + 1) * workers.replicas >= 2**62:
         raise ScenarioError("model: layer bytes times the batches and copies alive overflow a 64-bit count")
@@ -521,8 +520,10 @@ def _parse_model(table: dict | None) -> Model | None:
     else:
         layers = _uniform_layers(_parse(UniformModel, table, "model"))
     model = Model(tuple(layers))
-    if model.forward_s <= 0:
-        raise ScenarioError("model.layer: total forward_s must be > 0")
+    if not model.forward_s >= MIN_FORWARD_S:
+        raise ScenarioError(
+            f"model: a batch's forward takes {model.forward_s:g} s; at least {MIN_FORWARD_S:g}"
+        )
     return model
 
 

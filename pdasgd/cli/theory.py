@@ -65,12 +65,19 @@ def _parse_flags(args: argparse.Namespace, method: str) -> Scenario:
             "workers": {
                 "forward": args.forward,
                 "backward": args.backward,
-                "max_in_flight": max(args.batches, 1) if args.max_in_flight is None else args.max_in_flight,
+                "max_in_flight": _unbounded(args) if args.max_in_flight is None else args.max_in_flight,
             },
             "delays": {"handoff_s": args.handoff_s},
             "run": {"batches": args.batches, "warmup": 0},
         }
     )
+
+
+def _unbounded(args: argparse.Namespace) -> int:
+    """An in-flight bound that never binds: one per batch (within the bound a scenario allows)."""
+    from pdasgd.scenario import MAX_BATCHES
+
+    return min(max(args.batches, 1), MAX_BATCHES)
 
 
 def closed_forms(args: argparse.Namespace) -> dict[str, Any]:
