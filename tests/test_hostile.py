@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pickle
 import struct
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -433,7 +432,8 @@ USER_MODULES = {
         "    @staticmethod\n    def forward(ctx, x):\n        return x * 1\n"
         "    @staticmethod\n    def backward(ctx, g):\n        raise RuntimeError('no gradient here')\n"
         "class Block(torch.nn.Module):\n"
-        "    def __init__(self, n, k):\n        super().__init__()\n        self.linear = torch.nn.Linear(n, k)\n"
+        "    def __init__(self, n, k):\n        super().__init__()\n"
+        "        self.linear = torch.nn.Linear(n, k)\n"
         "    def forward(self, x):\n        return Bad.apply(self.linear(x.flatten(1)))\n"
         "def blocks(input_shape, num_classes):\n    return [Block(math.prod(input_shape), num_classes)]\n"
     ),
