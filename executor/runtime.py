@@ -160,9 +160,19 @@ def _context(
 
 
 def _checkpointer(setup: Setup, ctx: Context, directory: str | os.PathLike, every: int) -> Callable:
+    """Save every `every` finished batches. Saves run one at a time and never go back: two workers that
+    finish batches at once used to write concurrently, and the older checkpoint could land last."""
+    lock = threading.Lock()
+    saved = [setup.first]
+
     def save(batch: int, completed: int) -> None:
-        if completed % every == 0:
-            checkpoints.save(directory, setup.scenario, ctx.progress.prefix, setup.layers, setup.buffers)
+        if completed % every:
+            return
+        with lock:
+            done = ctx.progress.prefix
+            if done > saved[0]:
+                checkpoints.save(directory, setup.scenario, done, setup.layers, setup.buffers)
+                saved[0] = done
 
     return save
 

@@ -10,6 +10,7 @@ Ctrl-C, SIGTERM and SIGHUP stop a command once and exit with 128 + the signal's 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -60,5 +61,18 @@ def main(argv: list[str] | None = None) -> int:
             return signals.exit_status()
 
 
+def entry() -> None:
+    """The console script: `main`, then exit with its status. After a stop signal it leaves at once
+    (os._exit, once the output is flushed): the partial results are written by then, and the interpreter's
+    own shutdown restores the default signal handlers, so a signal arriving while it shuts down (a second
+    Ctrl-C) would otherwise end the process with a raw signal status instead."""
+    status = main()
+    if signals.stopped():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -4,7 +4,9 @@
 main thread: the executor stops its workers and hands back the partial result, and the command writes the
 partial trace and prints one line. Signals that come while it does so are counted and otherwise ignored (a
 second Ctrl-C within a second of the first used to kill the run before its trace was written). The exit
-status is 128 + the first signal's number: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP.
+status is 128 + the first signal's number: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP. Once a stop
+signal has come, the handlers stay in place after the command returns, so a signal that arrives while the
+process exits does not turn its exit status into a raw signal death.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def first_signal() -> int:
     return _state.first or signal.SIGINT
 
 
+def stopped() -> bool:
+    """Whether a stop signal arrived during the last `stoppable` block."""
+    return _state.first is not None
+
+
 def exit_status() -> int:
     return 128 + first_signal()
 
@@ -67,5 +74,6 @@ def stoppable() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if _state.first is None:  # once stopped, the process is on its way out: later signals stay ignored
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
