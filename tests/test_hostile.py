@@ -573,6 +573,7 @@ CHECKPOINT_CASES = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize(("case", "make", "names"), CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
 def test_hostile_checkpoints(work: Path, case: str, make, names: str, capsys) -> None:
     folder = work / "ckpt"
