@@ -34,15 +34,24 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from executor.networks import block_names
 from executor.setup import make_context, make_setup
+from executor.timing import waited
 from executor.workers import PendingBatch, Worker
+from pdasgd.intervals import Interval, mean_interval
 from pdasgd.scenario import Delays, Layer, Scenario
 
 OPS = ("forward", "backward", "update")
+CHECK_EVERY = 10  # batches between checks of the stopping rule
+TARGET = 0.02  # the 95% interval of a batch's mean forward and backward cost within ±2% of the mean
+CAP_S = 30.0  # the longest a profile keeps measuring to reach TARGET
+MIN_BATCHES = 20
+MAX_BATCHES = 100_000
 
 
 @dataclass(frozen=True)
@@ -77,8 +86,11 @@ def profile(scenario: Scenario, batches: int = 30, warmup: int = 5, how: str = "
     return [layer.layer(how) for layer in measure(scenario, batches, warmup)]
 
 
-def measure(scenario: Scenario, batches: int = 30, warmup: int = 5) -> list[LayerSamples]:
-    """Train `warmup + batches` batches with one worker thread and collect its per-layer op times."""
+def measure(
+    scenario: Scenario, batches: int = 30, warmup: int = 5, enough: Callable[[list], bool] | None = None
+) -> list[LayerSamples]:
+    """Train `warmup + batches` batches with one worker thread and collect its per-layer op times;
+    `enough(spans)`, asked every CHECK_EVERY batches with the measured spans so far, may stop it sooner."""
     if batches < 1 or warmup < 0:
         raise ValueError(f"profile: needs batches >= 1 and warmup >= 0, got {batches} and {warmup}")
     run = replace(scenario.run, batches=warmup + batches, warmup=0)
@@ -89,20 +101,13 @@ def measure(scenario: Scenario, batches: int = 30, warmup: int = 5) -> list[Laye
     ctx = make_context(setup, threading.Event())
     errors: list[BaseException] = []
     steps = tuple(scenario.definition.batch_steps(len(setup.layers), scenario.workers))
-    thread = threading.Thread(target=_train, args=(ctx, steps, errors), name="pdasgd profile")
+    stop = _stopper(ctx, warmup, enough)
+    thread = threading.Thread(target=_train, args=(ctx, steps, errors, stop), name="pdasgd profile")
     thread.start()
     thread.join()
     if errors:
         raise errors[0]
-    samples: dict[tuple[int, str], list[float]] = defaultdict(list)
-    overhead: dict[tuple[int, str], list[float]] = defaultdict(list)
-    previous_end_s = None
-    for span in sorted(ctx.logs["profile"].spans(), key=lambda span: span.start_s):
-        if span.op in OPS and span.batch >= warmup:
-            samples[(span.layer, span.op)].append(span.duration_s)
-            if previous_end_s is not None:
-                overhead[(span.layer, span.op)].append(max(0.0, span.start_s - previous_end_s))
-        previous_end_s = span.end_s
+    samples, overhead = _collect(ctx.logs["profile"].spans(), warmup)
     names = block_names(setup.blocks)
     return [
         LayerSamples(
@@ -116,11 +121,49 @@ def measure(scenario: Scenario, batches: int = 30, warmup: int = 5) -> list[Laye
     ]
 
 
-def _train(ctx, steps: tuple, errors: list[BaseException]) -> None:
+def _collect(spans: list, warmup: int) -> tuple[dict, dict]:
+    """Per (layer, op): the span times of batches from `warmup` on, and the gap before each."""
+    samples: dict[tuple[int, str], list[float]] = defaultdict(list)
+    overhead: dict[tuple[int, str], list[float]] = defaultdict(list)
+    previous_end_s = None
+    for span in sorted(spans, key=lambda span: span.start_s):
+        if span.op in OPS and span.batch >= warmup:
+            samples[(span.layer, span.op)].append(span.duration_s)
+            if previous_end_s is not None:
+                overhead[(span.layer, span.op)].append(max(0.0, span.start_s - previous_end_s))
+        previous_end_s = span.end_s
+    return samples, overhead
+
+
+def _stopper(ctx, warmup: int, enough: Callable[[list], bool] | None) -> Callable[[int], bool]:
+    """Whether the profile thread may stop after `batch`: `enough` is asked every CHECK_EVERY measured
+    batches with the spans logged since it was last asked (so a check costs as little late as early). The
+    check is logged as a `wait` span, so its time is not taken for the gap before the next op."""
+    seen = [0]
+
+    def done(batch: int) -> bool:
+        measured = batch + 1 - warmup
+        if enough is None or measured < CHECK_EVERY or measured % CHECK_EVERY:
+            return False
+        log = ctx.logs["profile"]
+        start = ctx.clock.stamp()
+        ctx.clock.finish()  # CUDA: the events must have happened before they are read
+        new, seen[0] = log.spans(seen[0]), len(log.rows)
+        stop = enough(new)
+        log.add("wait", batch, None, start, ctx.clock.stamp())  # the check's time is no op's gap
+        waited()  # nor does it shorten the next timed op (executor.timing's nominal clock)
+        return stop
+
+    return done
+
+
+def _train(ctx, steps: tuple, errors: list[BaseException], done: Callable[[int], bool]) -> None:
     try:
         worker = Worker(ctx, "profile", steps)
         for batch in range(ctx.first, ctx.end):
             worker.run(PendingBatch(batch))
+            if done(batch):
+                break
         ctx.clock.finish()
     except BaseException as error:  # re-raised by the caller's thread
         errors.append(error)
@@ -147,3 +190,150 @@ def measure_pipelined(
         if span.op in OPS and span.batch >= warmup:
             samples[(span.layer, span.op)].append(span.duration_s)
     return [replace(layer, samples={op: samples[(m, op)] for op in OPS}) for m, layer in enumerate(solo)]
+
+
+# --- profiling to a stated precision ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How well a profile knows one batch's costs: the 95% intervals of the mean forward time and of the
+    mean backward-plus-update time per batch, over `batches` batches measured in `seconds`."""
+
+    batches: int
+    seconds: float
+    forward: Interval
+    backward: Interval
+    target: float
+
+    @property
+    def half_width(self) -> float:
+        """The larger relative half-width of the two intervals."""
+        return max(self.forward.relative_half_width, self.backward.relative_half_width)
+
+    @property
+    def reached(self) -> bool:
+        return self.half_width <= self.target
+
+    def to_dict(self) -> dict:
+        return {
+            "batches": self.batches,
+            "seconds": self.seconds,
+            "forward_s": self.forward.to_dict(),
+            "backward_s": self.backward.to_dict(),
+            "relative_half_width": self.half_width,
+            "target": self.target,
+            "reached": self.reached,
+        }
+
+
+def batch_totals(spans: list, warmup: int, gaps: bool) -> tuple[list[float], list[float]]:
+    """Per measured batch: its forward time and its backward-plus-update time (with the gap before each
+    op when `gaps`; for one worker, whose gaps are Python between ops, not waiting)."""
+    forward: dict[int, float] = defaultdict(float)
+    backward: dict[int, float] = defaultdict(float)
+    previous_end_s = None
+    for span in sorted(spans, key=lambda span: span.start_s):
+        if span.op in OPS and span.batch >= warmup:
+            cost = span.duration_s
+            if gaps and previous_end_s is not None:
+                cost += max(0.0, span.start_s - previous_end_s)
+            (forward if span.op == "forward" else backward)[span.batch] += cost
+        previous_end_s = span.end_s
+    complete = sorted(set(forward) & set(backward))
+    return [forward[b] for b in complete], [backward[b] for b in complete]
+
+
+def precision(spans: list, warmup: int, target: float, seconds: float, gaps: bool = True) -> Precision:
+    forward, backward = batch_totals(spans, warmup, gaps)
+    return Precision(len(forward), seconds, mean_interval(forward), mean_interval(backward), target)
+
+
+def measure_precisely(
+    scenario: Scenario, target: float = TARGET, cap_s: float = CAP_S, warmup: int = 5
+) -> tuple[list[LayerSamples], Precision]:
+    """Profile one worker until the 95% intervals of a batch's mean forward and backward costs are within
+    ±`target` of the means (the stopping rule, checked every CHECK_EVERY batches once MIN_BATCHES are in),
+    or until `cap_s` seconds have passed: then `Precision.reached` is False and says how far it got."""
+    started = time.perf_counter()
+    totals = _Totals(warmup)
+
+    def enough(new_spans: list) -> bool:
+        totals.add(new_spans)
+        elapsed = time.perf_counter() - started
+        measured = totals.precision(target, elapsed)
+        return elapsed > cap_s or (measured.batches >= MIN_BATCHES and measured.reached)
+
+    layers = measure(scenario, MAX_BATCHES, warmup, enough)
+    spans = _as_spans(layers)
+    return layers, precision(spans, 0, target, time.perf_counter() - started)
+
+
+def measure_pipelined_precisely(
+    scenario: Scenario, solo: list[LayerSamples], target: float = TARGET, cap_s: float = CAP_S
+) -> tuple[list[LayerSamples], Precision]:
+    """`measure_pipelined` until its per-batch op times are known to ±`target` (or `cap_s` has passed):
+    runs of 40, 80, 160, ... measured batches, their samples pooled."""
+    started = time.perf_counter()
+    pooled: list[LayerSamples] | None = None
+    batches = 40
+    while True:
+        layers = measure_pipelined(scenario, solo, batches=batches)
+        pooled = layers if pooled is None else [_pool(a, b) for a, b in zip(pooled, layers, strict=True)]
+        measured = precision(_as_spans(pooled), 0, target, time.perf_counter() - started, gaps=False)
+        if measured.reached or time.perf_counter() - started > cap_s:
+            return pooled, measured
+        batches *= 2
+
+
+class _Totals:
+    """Per-batch forward and backward totals (gaps included), accumulated as spans arrive in order."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.forward: dict[int, float] = defaultdict(float)
+        self.backward: dict[int, float] = defaultdict(float)
+        self.previous_end_s: float | None = None
+
+    def add(self, spans: list) -> None:
+        for span in spans:
+            if span.op in OPS and span.batch >= self.warmup:
+                gap = 0.0 if self.previous_end_s is None else max(0.0, span.start_s - self.previous_end_s)
+                (self.forward if span.op == "forward" else self.backward)[span.batch] += span.duration_s + gap
+            self.previous_end_s = span.end_s
+
+    def precision(self, target: float, seconds: float) -> Precision:
+        done = sorted(set(self.forward) & set(self.backward))  # checked after a batch: every one is whole
+        forward, backward = [self.forward[b] for b in done], [self.backward[b] for b in done]
+        return Precision(len(done), seconds, mean_interval(forward), mean_interval(backward), target)
+
+
+def _pool(a: LayerSamples, b: LayerSamples) -> LayerSamples:
+    return replace(a, samples={op: a.samples[op] + b.samples[op] for op in OPS})
+
+
+class _Span:
+    """A stand-in span rebuilt from LayerSamples (batch order is what the totals need)."""
+
+    __slots__ = ("op", "batch", "layer", "start_s", "end_s")
+
+    def __init__(self, op: str, batch: int, layer: int, start_s: float, end_s: float) -> None:
+        self.op, self.batch, self.layer, self.start_s, self.end_s = op, batch, layer, start_s, end_s
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+def _as_spans(layers: list[LayerSamples]) -> list[_Span]:
+    """The samples as back-to-back spans, batch by batch, with each op's gap before it kept."""
+    spans, now = [], 0.0
+    count = min((len(layer.samples[op]) for layer in layers for op in OPS), default=0)
+    for batch in range(count):
+        for m, layer in enumerate(layers):
+            for op in OPS:
+                gaps = layer.overhead.get(op) or []
+                now += gaps[batch] if batch < len(gaps) else 0.0
+                spans.append(_Span(op, batch, m, now, now + layer.samples[op][batch]))
+                now = spans[-1].end_s
+    return spans

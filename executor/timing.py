@@ -168,11 +168,12 @@ class SpanLog:
     def add(self, op: str, batch: int | None, layer: int | None, start: Any, end: Any, version=None) -> None:
         self.rows.append((op, batch, layer, start, end, version))
 
-    def spans(self) -> list[Span]:
+    def spans(self, first: int = 0) -> list[Span]:
+        """The spans of rows `first` on (on CUDA, once the clock has finished, or the events are done)."""
         seconds = self.clock.seconds
         return [
             Span(self.worker, self.device, op, batch, layer, seconds(start), seconds(end), version)
-            for op, batch, layer, start, end, version in self.rows
+            for op, batch, layer, start, end, version in self.rows[first:]
         ]
 
 

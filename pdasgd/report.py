@@ -46,6 +46,28 @@ def summary_rows(documents: Mapping[str, dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
+def interval_lines(document: dict[str, Any]) -> list[str]:
+    """The prediction's and the measurement's 95% intervals, whether they meet, the profile's precision
+    and any warning, as markdown lines."""
+    intervals = document.get("intervals")
+    if not intervals:
+        return []
+    lines = ["| quantity | predicted (interval) | measured (interval) | intervals meet | predicted inside |"]
+    lines.append("|---|---|---|---|---|")
+    for key, label in (("throughput", "throughput (batches/s)"), ("staleness", "mean staleness")):
+        row = intervals[key]
+        lines.append(
+            f"| {label} | {_interval(row['predicted'])} | {_interval(row['measured'])} | "
+            f"{'yes' if row['consistent'] else 'no'} | {'yes' if row['inside'] else 'no'} |"
+        )
+    notes = [*document.get("profile", {}).get("notes", []), *intervals["warnings"]]
+    return [*lines, "", *[f"- {note}" for note in notes], ""]
+
+
+def _interval(row: dict[str, float]) -> str:
+    return f"{row['value']:.4g} ({row['low']:.4g} to {row['high']:.4g})"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:+.1f}%"
 
@@ -59,6 +81,7 @@ def render_report(
     parts += ["## Summary", "", markdown_table(SUMMARY_COLUMNS, summary_rows(documents)), ""]
     for label, document in documents.items():
         parts += [f"## {label}", "", markdown_table(COLUMNS, comparison_rows(document)), ""]
+        parts += interval_lines(document)
         theory_note = document["theory"].get("note")
         if theory_note:
             parts += [f"Theory column: {theory_note}.", ""]

@@ -303,8 +303,12 @@ class Scenario:
         return toml_dumps(self.to_dict())
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Scenario:
-        """A new scenario with dotted keys (`workers.backward`, `model.beta`) set in its source."""
-        data = copy.deepcopy(dict(self.source) or self.to_dict())
+        """A new scenario with dotted keys (`workers.backward`, `model.beta`) set in its source: the TOML
+        it was read from (so uniform-model keys stay uniform), or its resolved form if it has been changed
+        since (`dataclasses.replace`) and the source no longer describes it."""
+        data = copy.deepcopy(dict(self.source)) if self.source else {}
+        if not data or parse_scenario(data) != self:
+            data = self.to_dict()
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value)
         return parse_scenario(data)

@@ -78,7 +78,7 @@ def test_compare_bad_scenario_is_one_line(tmp_path, capsys):
 
 def test_noise_reproduces_the_batch_to_batch_variation_of_each_role():
     from executor.profile import LayerSamples
-    from pdasgd.cli.compare import batch_matched_cv
+    from pdasgd.cli.prediction import batch_matched_cv
 
     # forward: two ops of mean 1 whose batch totals are 1.5 and 2.5 (CV 0.25): independent noise of CV
     # 0.25 * 2 / sqrt(2) gives totals of CV 0.25. backward + update: constant, CV 0. The mean of the two.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from executor_probe import scenario
@@ -9,7 +11,7 @@ from executor_probe import scenario
 from executor.data import batch_stream, load_dataset
 from executor.networks import activation_bytes, block_names, build_network, parameter_bytes
 from executor.profile import measure, measure_pipelined, profile
-from pdasgd.scenario import Layer
+from pdasgd.scenario import Layer, parse_scenario
 
 NETWORKS = {
     "mlp": {"network": "mlp", "width": 32, "depth": 3},
@@ -64,3 +66,90 @@ def test_pipelined_costs_come_from_a_forward_backward_pipeline_with_the_solo_ove
         assert (after.activation_bytes, after.param_bytes) == (before.activation_bytes, before.param_bytes)
         # the pipeline ignores the scenario's delays: a 50 ms hand-off is in no op's time
         assert max(max(times) for times in after.samples.values()) < 0.05
+
+
+# --- profiling to a stated precision, and the cache ---------------------------------------------------
+
+
+def timed_scenario(**sections):
+    data = {
+        "method": "async-lu",
+        "model": {"layers": 2, "forward_s": 0.004, "beta": 2.0},
+        "train": {"network": "timed", "batch_size": 4},
+        "run": {"batches": 10, "warmup": 0},
+    }
+    data.update(sections)
+    return parse_scenario(data)
+
+
+def test_the_stopping_rule_is_the_t_interval_of_the_per_batch_totals() -> None:
+    from executor.profile import OPS, _Totals
+
+    class FakeSpan:
+        def __init__(self, op, batch, layer, start_s, end_s):
+            self.op, self.batch, self.layer, self.start_s, self.end_s = op, batch, layer, start_s, end_s
+            self.duration_s = end_s - start_s
+
+    spans, now = [], 0.0
+    for batch in range(4):  # forward totals 1, 3, 1, 3 (no gaps); backward totals 2 each
+        f = 1.0 if batch % 2 == 0 else 3.0
+        for op, cost in zip(OPS, (f, 2.0, 0.0), strict=True):
+            spans.append(FakeSpan(op, batch, 0, now, now + cost))
+            now += cost
+    totals = _Totals(warmup=0)
+    totals.add(spans)
+    result = totals.precision(target=0.02, seconds=1.0)
+    half = 3.182446305 * math.sqrt(4 / 3) / 2  # t(0.975, 3) sd / sqrt(4)
+    assert result.batches == 4
+    assert result.forward.value == 2.0 and result.forward.high - 2.0 == pytest.approx(half, rel=1e-9)
+    assert result.backward.relative_half_width == 0.0
+    assert result.half_width == pytest.approx(half / 2.0) and not result.reached
+
+
+def test_a_steady_network_stops_as_soon_as_the_rule_allows() -> None:
+    from executor.profile import MIN_BATCHES, measure_precisely
+
+    layers, precision = measure_precisely(timed_scenario(), target=0.02, cap_s=30.0, warmup=2)
+    assert precision.reached and precision.batches == MIN_BATCHES
+    assert all(len(layer.samples["forward"]) == MIN_BATCHES for layer in layers)
+
+
+def test_a_noisy_network_stops_at_the_time_cap_and_says_it_fell_short(tmp_path, monkeypatch) -> None:
+    from executor.profile import measure_precisely
+
+    (tmp_path / "pdasgd_noisy.py").write_text(
+        "import math, random, time, torch\n"
+        "class Noisy(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        time.sleep(random.choice([0.0001, 0.01]))\n"
+        "        return x\n"
+        "def blocks(input_shape, num_classes):\n"
+        "    return [torch.nn.Flatten(), Noisy(), torch.nn.Linear(math.prod(input_shape), num_classes)]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sc = scenario("sequential").with_overrides({"train.network": "pdasgd_noisy:blocks"})
+    _, precision = measure_precisely(sc, target=0.002, cap_s=1.5)
+    assert not precision.reached and precision.half_width > 0.002
+    assert 1.5 <= precision.seconds < 4.0
+
+
+def test_profiles_are_reused_within_their_time_to_live(tmp_path, monkeypatch) -> None:
+    from executor import profile_cache
+    from executor.profile import measure_precisely
+
+    monkeypatch.setenv("PDASGD_PROFILE_CACHE", str(tmp_path))
+    sc = timed_scenario()
+    key = profile_cache.key(sc, "solo")
+    assert profile_cache.load(key) is None
+    layers, precision = measure_precisely(sc, warmup=1)
+    profile_cache.store(key, layers, precision)
+    again, again_precision, age_s = profile_cache.load(key)
+    assert again == layers and again_precision == precision and 0 <= age_s < 60
+    assert profile_cache.load(profile_cache.key(sc.with_overrides({"train.batch_size": 8}), "solo")) is None
+    assert profile_cache.load(profile_cache.key(sc, "pipelined")) is None
+    assert profile_cache.key(sc.with_overrides({"train.lr": 0.5}), "solo") == key  # no op time depends on it
+    monkeypatch.setenv("PDASGD_PROFILE_TTL_S", "0")
+    assert profile_cache.load(key) is None  # too old
+    monkeypatch.setenv("PDASGD_PROFILE_TTL_S", "900")
+    next(tmp_path.glob("*.json")).write_text("{not json")
+    assert profile_cache.load(key) is None  # damaged entries are ignored

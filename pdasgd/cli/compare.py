@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,10 @@ from pdasgd.cli.common import (
     print_json,
     with_batches,
 )
+from pdasgd.cli.prediction import judge, measured, predict, profiled
 from pdasgd.comparison import COLUMNS, compare_summaries, comparison_rows
 from pdasgd.io import atomic_write_text
-from pdasgd.scenario import Model, Scenario, load_scenario, save_scenario
+from pdasgd.scenario import Scenario, load_scenario, save_scenario
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out", metavar="DIR", help="output folder (default pdasgd-compare/<name>, the name made path-safe)"
     )
     parser.add_argument("--profile", action="store_true", help="measure layer costs even if given")
+    parser.add_argument(
+        "--fresh-profile",
+        action="store_true",
+        help="profile anew even if the same network was profiled in the last 15 minutes",
+    )
     parser.add_argument("--batches", type=int, metavar="N", help="override run.batches")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     add_json_flag(parser)
@@ -71,93 +76,52 @@ class Comparison:
     sequential_batch_s: float | None
 
 
-@dataclasses.dataclass(frozen=True)
-class Profiled:
-    """The scenario with the layer costs its method pays, and what the profiler measured besides."""
-
-    scenario: Scenario
-    jitter_cv: float  # op-time noise matching the measured batch-to-batch variation
-    sequential_batch_s: float  # the costs of one batch by one worker alone, summed
-    pipelined: bool  # whether the costs come from a pipelined run (executor.profile.measure_pipelined)
-
-
-def profiled(scenario: Scenario, force: bool = False) -> Profiled:
-    """Measure the scenario's layer costs, unless it gives some and not `force`.
-
-    Sequential runs pay the costs of one worker alone; the pipelined methods the costs measured in a
-    forward + backward pipeline, which are higher and about twice as variable (executor.profile). The op-time
-    noise (`batch_matched_cv`) comes from the same measurement as the costs."""
-    from executor.profile import measure, measure_pipelined
-
-    samples = measure(scenario)
-    sequential_s = sum(layer.cost(op) for layer in samples for op in ("forward", "backward", "update"))
-    if scenario.model is not None and not force:
-        return Profiled(scenario, batch_matched_cv(samples), sequential_s, pipelined=False)
-    pipelined = len(scenario.worker_names()) > 1
-    if pipelined:
-        samples = measure_pipelined(scenario, samples)
-    model = Model(tuple(layer.layer("mean") for layer in samples))
-    return Profiled(
-        dataclasses.replace(scenario, model=model), batch_matched_cv(samples), sequential_s, pipelined
-    )
-
-
-def batch_matched_cv(samples: list) -> float:
-    """The op-time noise that gives the measured batch-to-batch variation.
-
-    The simulator draws each op's noise independently; measured op times are correlated within a batch (a
-    slow batch is slow in most of its ops), so the per-op CV understates how much whole forwards and
-    backwards vary, and the simulated workers fall into lockstep. For the forward ops and for the backward
-    and update ops of a batch, with per-op means c_i and batch totals of CV v, independent noise of CV
-    v sum(c_i) / sqrt(sum(c_i^2)) gives totals of CV v; the mean of the two roles' values is returned."""
-    roles = (("forward",), ("backward", "update"))
-    values = []
-    for ops in roles:
-        series = [layer.samples[op] for layer in samples for op in ops if layer.samples[op]]
-        count = min((len(times) for times in series), default=0)
-        if count < 2:
-            continue
-        totals = [sum(times[i] for times in series) for i in range(count)]
-        means = [statistics.fmean(times) for times in series]
-        if sum(means) > 0:
-            batch_cv = statistics.pstdev(totals) / statistics.fmean(totals)
-            values.append(batch_cv * sum(means) / sum(m * m for m in means) ** 0.5)
-    return statistics.fmean(values) if values else 0.0
-
-
 def compare_one(
-    scenario: Scenario, sequential_batch_s: float | None = None, progress: bool = False, force: bool = False
+    scenario: Scenario,
+    sequential_batch_s: float | None = None,
+    progress: bool = False,
+    force: bool = False,
+    fresh: bool = False,
 ) -> Comparison:
-    """Profile, run, simulate and compare one scenario; `sequential_batch_s` skips the baseline run."""
+    """Profile, run, simulate and compare one scenario; `sequential_batch_s` skips the baseline run;
+    `fresh` profiles anew even if a recent profile of the same network exists."""
     import executor
-    import simulator
     from pdasgd.closed_forms import theory_for
     from pdasgd.machine import on_machine
     from pdasgd.metrics import steady_time_per_batch_s, summarize
 
-    costs = profiled(scenario, force)
+    costs = profiled(scenario, force, fresh)
     scenario = costs.scenario
     alone = len(scenario.worker_names()) == 1
     baseline = sequential_batch_s is None and not alone
-    measured = executor.run(scenario, progress=progress, baseline=baseline).trace
+    measured_trace = executor.run(scenario, progress=progress, baseline=baseline).trace
     if alone:  # this run is its own sequential reference
-        sequential_batch_s = steady_time_per_batch_s(measured)
-    machine = on_machine(scenario, measured.device_slots, costs.jitter_cv)
-    predicted = simulator.simulate(machine, progress=progress)
+        sequential_batch_s = steady_time_per_batch_s(measured_trace)
+    machine = on_machine(scenario, measured_trace.device_slots, costs.jitter_cv)
+    prediction = predict(machine, costs.precision, costs.sequential_batch_s, progress)
     summaries = {
-        "predicted": summarize(predicted, sequential_batch_s=costs.sequential_batch_s),
-        "measured": summarize(measured, sequential_batch_s=sequential_batch_s),
+        "predicted": prediction["summary"],
+        "measured": summarize(measured_trace, sequential_batch_s=sequential_batch_s),
     }
     document = compare_summaries(
         summaries["predicted"].to_dict(), summaries["measured"].to_dict(), theory_for(scenario)
     )
     document["machine"] = {
-        "device_slots": measured.device_slots,
+        "device_slots": measured_trace.device_slots,
         "jitter_cv": costs.jitter_cv,
         "pipelined_costs": costs.pipelined,
     }
-    reference_s = sequential_batch_s if sequential_batch_s is not None else measured.sequential_batch_s
-    return Comparison(scenario.method, scenario, document, predicted, measured, summaries, reference_s)
+    document["profile"] = {
+        "precision": costs.precision.to_dict() if costs.precision else None,
+        "reused_age_s": costs.reused_age_s,
+        "notes": costs.notes(),
+    }
+    counted = measured_trace.batches - measured_trace.warmup
+    document["intervals"] = judge(prediction, measured(measured_trace), counted)
+    reference_s = sequential_batch_s if sequential_batch_s is not None else measured_trace.sequential_batch_s
+    return Comparison(
+        scenario.method, scenario, document, prediction["trace"], measured_trace, summaries, reference_s
+    )
 
 
 def write_outputs(out_dir: Path, title: str, comparisons: list[Comparison], notes: list[str]) -> Path:
@@ -198,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     scenario = with_batches(load_scenario(args.scenario), args.batches)
     out_dir = output_dir(args.out or Path("pdasgd-compare") / folder_name(scenario.name), "--out")
     progress = not args.no_progress and not args.json
-    item = compare_one(scenario, progress=progress, force=args.profile)
+    item = compare_one(scenario, progress=progress, force=args.profile, fresh=args.fresh_profile)
     notes = [f"scenario: {args.scenario}", "theory: one device per worker, fixed op times"]
     report = write_outputs(out_dir, f"pdasgd compare: {scenario.name}", [item], notes)
     if args.json:

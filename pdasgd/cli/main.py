@@ -21,7 +21,7 @@ from pdasgd.trace import TraceError
 
 # Order in --help; modules not listed here follow alphabetically.
 PREFERRED_ORDER = ("demo", "validate", "methods", "theory", "simulate", "profile", "run", "compare", "sweep")
-NOT_COMMANDS = {"common", "main", "signals"}
+NOT_COMMANDS = {"common", "main", "prediction", "signals"}
 
 
 def command_names() -> list[str]:

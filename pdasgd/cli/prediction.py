@@ -1,0 +1,216 @@
+"""What `compare` predicts and how sure it is: profiled costs, the prediction's interval, the measurement's.
+
+- **Costs** (`profiled`): the network is profiled on the executor's own code path until a batch's mean
+  forward and backward costs are known to ±2% (95% interval; `executor.profile.measure_precisely`), or 30 s
+  have passed, and the report says which. Sequential runs pay the costs of one worker alone; the pipelined
+  methods the costs measured in a forward + backward pipeline (higher, and about twice as variable). A
+  profile of the same network, device and threads taken in the last 15 minutes is reused
+  (`executor.profile_cache`), and the report says so.
+- **The prediction's interval** (`predict`): the schedule simulated at the profile's mean costs, then with
+  the forward and the backward costs each at the ends of their intervals (the four corners) and with two
+  more seeds of the op-time noise: the interval spans them all.
+- **The measurement's interval** (`measured`): a block bootstrap over the run's batches
+  (`pdasgd.intervals`).
+- **Judgement** (`judge`): whether the prediction's interval meets the measurement's (consistent within
+  both uncertainties), whether the predicted value itself lies inside the measured interval, and a warning
+  when the run is too short for a stable figure, with the number of batches that would give one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any
+
+from pdasgd.intervals import Interval, batches_for, staleness_intervals, throughput_interval
+from pdasgd.scenario import Layer, Model, Scenario
+
+STABLE_THROUGHPUT = 0.05  # a run whose throughput interval is wider than ±5% is too short to judge by
+STABLE_STALENESS = 0.25  # versions, for the mean staleness
+SEEDS = (1, 2)  # more seeds of the simulated op-time noise
+
+
+@dataclasses.dataclass(frozen=True)
+class Profiled:
+    """The scenario with the layer costs its method pays, and what the profiler measured besides."""
+
+    scenario: Scenario
+    jitter_cv: float  # op-time noise matching the measured batch-to-batch variation
+    sequential_batch_s: float  # the costs of one batch by one worker alone, summed
+    pipelined: bool  # whether the costs come from a pipelined run (executor.profile.measure_pipelined)
+    precision: Any = None  # executor.profile.Precision of the costs used (None: the scenario gave them)
+    reused_age_s: float | None = None  # the profile came from the cache, this old
+
+    def notes(self) -> list[str]:
+        if self.precision is None:
+            return ["layer costs: as the scenario gives them"]
+        p = self.precision
+        where = "a forward + backward pipeline" if self.pipelined else "one worker alone"
+        line = (
+            f"layer costs: profiled in {where}, {p.batches} batches: mean forward and backward known to "
+            f"±{100 * p.half_width:.1f}% (95% interval)"
+        )
+        if not p.reached:
+            line += f"; the ±{100 * p.target:.0f}% target was not reached within the time cap"
+        if self.reused_age_s is not None:
+            line += f"; reused from a profile taken {self.reused_age_s:.0f} s ago"
+        return [line]
+
+
+def profiled(scenario: Scenario, force: bool = False, fresh: bool = False) -> Profiled:
+    """Measure the scenario's layer costs (module docstring), unless it gives some and not `force`;
+    `fresh` never reuses a cached profile."""
+    solo, solo_precision, solo_age = _measured(scenario, "solo", None, fresh)
+    sequential_s = sum(layer.cost(op) for layer in solo for op in ("forward", "backward", "update"))
+    if scenario.model is not None and not force:
+        return Profiled(scenario, batch_matched_cv(solo), sequential_s, pipelined=False)
+    pipelined = len(scenario.worker_names()) > 1
+    samples, precision, age = (
+        _measured(scenario, "pipelined", solo, fresh) if pipelined else (solo, solo_precision, solo_age)
+    )
+    model = Model(tuple(layer.layer("mean") for layer in samples))
+    return Profiled(
+        dataclasses.replace(scenario, model=model),
+        batch_matched_cv(samples),
+        sequential_s,
+        pipelined,
+        precision,
+        age,
+    )
+
+
+def _measured(scenario: Scenario, kind: str, solo, fresh: bool):
+    """(layer samples, precision, age if reused) of one measurement, from the cache when it may be."""
+    from executor import profile_cache
+    from executor.profile import measure_pipelined_precisely, measure_precisely
+
+    profiling = dataclasses.replace(scenario, model=None) if scenario.train.network != "timed" else scenario
+    entry = profile_cache.key(profiling, kind)
+    cached = None if fresh else profile_cache.load(entry)
+    if cached is not None:
+        return cached
+    if kind == "solo":
+        samples, precision = measure_precisely(scenario)
+    else:
+        samples, precision = measure_pipelined_precisely(scenario, solo)
+    profile_cache.store(entry, samples, precision)
+    return samples, precision, None
+
+
+def batch_matched_cv(samples: list) -> float:
+    """The op-time noise that gives the measured batch-to-batch variation.
+
+    The simulator draws each op's noise independently; measured op times are correlated within a batch (a
+    slow batch is slow in most of its ops), so the per-op CV understates how much whole forwards and
+    backwards vary, and the simulated workers fall into lockstep. For the forward ops and for the backward
+    and update ops of a batch, with per-op means c_i and batch totals of CV v, independent noise of CV
+    v sum(c_i) / sqrt(sum(c_i^2)) gives totals of CV v; the mean of the two roles' values is returned."""
+    roles = (("forward",), ("backward", "update"))
+    values = []
+    for ops in roles:
+        series = [layer.samples[op] for layer in samples for op in ops if layer.samples[op]]
+        count = min((len(times) for times in series), default=0)
+        if count < 2:
+            continue
+        totals = [sum(times[i] for times in series) for i in range(count)]
+        means = [statistics.fmean(times) for times in series]
+        if sum(means) > 0:
+            batch_cv = statistics.pstdev(totals) / statistics.fmean(totals)
+            values.append(batch_cv * sum(means) / sum(m * m for m in means) ** 0.5)
+    return statistics.fmean(values) if values else 0.0
+
+
+# --- the prediction's interval -----------------------------------------------------------------------
+
+
+def scaled(scenario: Scenario, forward: float, backward: float) -> Scenario:
+    """`scenario` with every layer's forward cost times `forward`, backward and update costs times
+    `backward`."""
+    layers = tuple(
+        Layer(
+            x.name,
+            x.forward_s * forward,
+            x.backward_s * backward,
+            x.update_s * backward,
+            x.activation_bytes,
+            x.param_bytes,
+        )
+        for x in scenario.model.layers
+    )
+    return dataclasses.replace(scenario, model=Model(layers))
+
+
+def corners(precision) -> list[tuple[float, float]]:
+    """The (forward, backward) cost factors at the ends of the profile's intervals."""
+    if precision is None:
+        return []
+    f, b = precision.forward, precision.backward
+    lows = (f.low / f.value if f.value else 1.0, b.low / b.value if b.value else 1.0)
+    highs = (f.high / f.value if f.value else 1.0, b.high / b.value if b.value else 1.0)
+    return [(x, y) for x in (lows[0], highs[0]) for y in (lows[1], highs[1])]
+
+
+def predict(
+    machine: Scenario, precision, sequential_batch_s: float, progress: bool = False
+) -> dict[str, Any]:
+    """The nominal predicted trace and summary, and the intervals of throughput and staleness over the
+    corners of the costs and more noise seeds (module docstring)."""
+    import simulator
+    from pdasgd.metrics import summarize
+
+    trace = simulator.simulate(machine, progress=progress)
+    summary = summarize(trace, sequential_batch_s=sequential_batch_s)
+    variants = [scaled(machine, f, b) for f, b in corners(precision)]
+    if machine.delays.jitter_cv > 0:
+        variants += [machine.with_overrides({"run.seed": machine.run.seed + s}) for s in SEEDS]
+    others = [simulator.simulate_summary(v, progress=False) for v in variants]
+    every = [summary, *others]
+    rates = [s.throughput_batches_per_s for s in every]
+    stale = [s.staleness.mean for s in every]
+    layers = [[s.staleness.per_layer_mean[m] for s in every] for m in range(len(machine.model.layers))]
+    return {
+        "trace": trace,
+        "summary": summary,
+        "throughput": Interval(summary.throughput_batches_per_s, min(rates), max(rates)),
+        "staleness": Interval(summary.staleness.mean, min(stale), max(stale)),
+        "staleness_per_layer": [Interval(v[0], min(v), max(v)) for v in layers],
+    }
+
+
+def measured(trace) -> dict[str, Any]:
+    """The measured throughput and staleness with their block-bootstrap intervals."""
+    staleness = staleness_intervals(trace)
+    return {
+        "throughput": throughput_interval(trace),
+        "staleness": staleness["mean"],
+        "staleness_per_layer": staleness["per_layer"],
+    }
+
+
+def judge(predicted: dict[str, Any], measured_: dict[str, Any], batches: int) -> dict[str, Any]:
+    """Consistency of prediction and measurement, and warnings for runs too short to judge by."""
+    verdict: dict[str, Any] = {"warnings": []}
+    for key in ("throughput", "staleness"):
+        p, m = predicted[key], measured_[key]
+        verdict[key] = {
+            "predicted": p.to_dict(),
+            "measured": m.to_dict(),
+            "consistent": p.overlaps(m),  # the two intervals meet
+            "inside": m.contains(p.value),  # the predicted value lies in the measured interval
+        }
+    width = measured_["throughput"].relative_half_width
+    if width > STABLE_THROUGHPUT:
+        verdict["warnings"].append(
+            f"the run is too short for a stable throughput (its interval is ±{100 * width:.0f}%): about "
+            f"{batches_for(width, STABLE_THROUGHPUT, batches)} batches would give ±"
+            f"{100 * STABLE_THROUGHPUT:.0f}%"
+        )
+    stale = measured_["staleness"]
+    half = (stale.high - stale.low) / 2
+    if half > STABLE_STALENESS:
+        need = batches_for(half, STABLE_STALENESS, batches)
+        verdict["warnings"].append(
+            f"the run is too short for a stable staleness (±{half:.2f} versions): about {need} batches "
+            f"would give ±{STABLE_STALENESS}"
+        )
+    return verdict

@@ -1,0 +1,109 @@
+"""Intervals: the block bootstrap on synthetic series of known variance, the run's intervals, the profile's
+stopping rule and the profile cache."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pdasgd.intervals import (
+    Interval,
+    batches_for,
+    block_bootstrap,
+    block_length,
+    mean_interval,
+    staleness_intervals,
+    throughput_interval,
+)
+from pdasgd.trace import Span, Trace
+
+
+def half_width(series, block=None) -> float:
+    low, high = block_bootstrap(series, np.mean, block=block)
+    return (high - low) / 2
+
+
+def test_iid_series_give_the_normal_interval_of_the_mean() -> None:
+    """Independent values: the 95% half-width of the mean of n is 1.96 sd / sqrt(n). One series' bootstrap
+    width varies by about ±10% around it (blocks of 8 from 2000 values), so the mean ratio over 10 series
+    is checked tightly and each series loosely."""
+    ratios = []
+    for seed in range(10):
+        series = np.random.default_rng(seed).normal(10.0, 2.0, 2000)
+        ratios.append(half_width(series) / (1.96 * series.std() / math.sqrt(2000)))
+    assert np.mean(ratios) == pytest.approx(1.0, abs=0.05)
+    assert all(0.75 < r < 1.25 for r in ratios)
+
+
+def test_correlated_series_widen_the_interval_as_their_long_run_variance_says() -> None:
+    """AR(1) with phi = 0.6 and innovations of sd 1: long-run variance 1 / (1 - phi)^2 = 6.25, so the
+    half-width of the mean of 4000 is 1.96 x 2.5 / sqrt(4000) = 0.0775, 2x what independence would give."""
+    rng = np.random.default_rng(2)
+    phi, n = 0.6, 4000
+    noise = rng.normal(0.0, 1.0, n)
+    series = np.empty(n)
+    series[0] = noise[0] / math.sqrt(1 - phi**2)
+    for i in range(1, n):
+        series[i] = phi * series[i - 1] + noise[i]
+    expected = 1.96 * (1 / (1 - phi)) / math.sqrt(n)
+    naive = 1.96 * series.std() / math.sqrt(n)
+    assert half_width(series, block=40) == pytest.approx(expected, rel=0.2)
+    assert half_width(series, block=40) > 1.6 * naive
+
+
+def test_the_interval_covers_the_true_mean_about_95_times_in_100() -> None:
+    rng = np.random.default_rng(3)
+    covered = 0
+    for _ in range(200):
+        series = rng.exponential(1.0, 120)
+        low, high = block_bootstrap(series, np.mean, draws=400, seed=int(rng.integers(1 << 30)))
+        covered += low <= 1.0 <= high
+    assert 0.88 <= covered / 200 <= 0.99
+
+
+def test_bootstrap_edge_cases_and_block_length() -> None:
+    assert block_bootstrap([], np.mean) == (math.nan, math.nan) or all(
+        math.isnan(x) for x in block_bootstrap([], np.mean)
+    )
+    assert block_bootstrap([3.0], np.mean) == (3.0, 3.0)
+    assert block_bootstrap([2.0] * 50, np.mean) == (2.0, 2.0)
+    assert block_length(10) == 8 and block_length(1000) == 10 and block_length(10**6) == 100
+    assert batches_for(0.10, 0.05, 100) == 400 and batches_for(0.01, 0.05, 100) == 100
+
+
+def test_mean_interval_is_the_t_interval() -> None:
+    interval = mean_interval([1.0, 2.0, 3.0, 4.0])
+    assert interval.value == 2.5
+    assert interval.high - interval.value == pytest.approx(3.182446305 * math.sqrt(5 / 3) / 2, rel=1e-9)
+    assert Interval(10.0, 9.0, 11.0).relative_half_width == 0.1
+    assert Interval(1.0, 0.5, 1.5).overlaps(Interval(1.4, 1.45, 2.0))
+    assert not Interval(1.0, 0.5, 1.5).contains(1.6)
+
+
+def steady_trace(gaps: list[float], stale: list[int]) -> Trace:
+    """One worker, one layer: batch i completes after gaps[0..i]; its update sees stale[i] newer versions."""
+    spans, now, version = [], 0.0, 0
+    for i, gap in enumerate(gaps):
+        read = max(version - stale[i], 0)
+        spans.append(Span("w", "d", "forward", i, 0, now, now + gap / 2, read))
+        spans.append(Span("w", "d", "update", i, 0, now + gap / 2, now + gap, read + stale[i]))
+        version = read + stale[i] + 1
+        now += gap
+    return Trace(spans, "executor", "hogwild", layers=1, batches=len(gaps), warmup=0)
+
+
+def test_run_intervals_hold_the_point_values() -> None:
+    rng = np.random.default_rng(4)
+    gaps = list(rng.uniform(0.9, 1.1, 300))
+    stale = [int(x) for x in rng.integers(0, 3, 300)]
+    trace = steady_trace(gaps, stale)
+    rate = throughput_interval(trace)
+    assert rate.value == pytest.approx(300 / sum(gaps)) and rate.low < rate.value < rate.high
+    assert rate.relative_half_width == pytest.approx(
+        1.96 * np.std(gaps) / np.mean(gaps) / math.sqrt(300), rel=0.25
+    )
+    staleness = staleness_intervals(trace)
+    assert staleness["mean"].value == pytest.approx(np.mean(stale))
+    assert staleness["per_layer"][0].low < np.mean(stale) < staleness["per_layer"][0].high
