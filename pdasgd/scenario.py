@@ -651,7 +651,7 @@ def _scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
     data["workers"] = asdict(scenario.workers)
     delays = asdict(scenario.delays)
     stragglers = delays.pop("stragglers")
-    data["delays"] = {**delays, **({"straggler": stragglers} if stragglers else {})}
+    data["delays"] = {**delays, **({"straggler": list(stragglers)} if stragglers else {})}
     if scenario.devices:
         data["device"] = [asdict(device) for device in scenario.devices]
         data["placement"] = {role: list(names) for role, names in scenario.placement.items()}

@@ -236,3 +236,15 @@ def test_toml_writer_round_trips_what_scenarios_hold():
         "t": {"k": 1, "sub": {"z": "y"}, "rows": [{"a": 1}, {"a": 2}]},
     }
     assert tomllib.loads(dumps(data)) == data
+
+
+def test_overrides_of_a_changed_scenario_start_from_what_it_now_is():
+    import dataclasses
+
+    scenario = scenario_from_toml(
+        UNIFORM + '\n[[delays.straggler]]\nworker = "backward:1"\nevery = 3\nextra_s = 0.5\n'
+    )
+    changed = dataclasses.replace(scenario, model=None)
+    again = changed.with_overrides({"run.seed": 4})
+    assert again.model is None and again.run.seed == 4 and again.delays == scenario.delays
+    assert scenario.with_overrides({"model.beta": 3.0}).model.beta == 3.0  # still uniform keys
