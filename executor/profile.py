@@ -337,3 +337,89 @@ def _as_spans(layers: list[LayerSamples]) -> list[_Span]:
                 spans.append(_Span(op, batch, m, now, now + layer.samples[op][batch]))
                 now = spans[-1].end_s
     return spans
+
+
+# --- costs as the scenario's own thread layout pays them ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a calibration run of the scenario's own workers measured: per-layer CPU costs (`layers`), how
+    precisely (`precision`), and the share of core time the run spent neither in its threads' work nor in
+    the waits its schedule explains (`idle_share`, filled in by the caller that simulates the run)."""
+
+    layers: list[LayerSamples]
+    precision: Precision
+    cpu_share: float  # worker threads' CPU time over cores x the runs' makespans
+    runs: list  # (scenario, trace) of each calibration run
+
+
+def measure_layout_precisely(
+    scenario: Scenario, solo: list[LayerSamples], target: float = TARGET, cap_s: float = CAP_S
+) -> Layout:
+    """Per-layer op costs in a calibration run of the scenario's own method and workers (no injected
+    delays or stragglers): each op's thread CPU time, so time waiting for a core, which the simulator's
+    time-sliced device models, is not counted, while the slowdown of sharing caches and memory with the
+    other threads is. Each role's CPU time outside its ops (Python between them) is spread over its ops.
+    Runs of 40, 80, 160, ... measured batches until a batch's forward and backward costs are known to
+    ±`target`, or `cap_s` has passed."""
+    from executor.runtime import run
+
+    started = time.perf_counter()
+    op_cpu: dict[tuple[int, str], list[float]] = defaultdict(list)
+    role_op_s, role_thread_s, cpu_s, core_s, traces = defaultdict(float), defaultdict(float), 0.0, 0.0, []
+    totals: dict[str, dict[int, float]] = {"forward": defaultdict(float), "backward": defaultdict(float)}
+    batches, warmup = 40, 20
+    while True:
+        calibration = replace(
+            scenario,
+            delays=Delays(),
+            run=replace(
+                scenario.run, batches=warmup + batches, warmup=warmup, seed=scenario.run.seed + len(traces)
+            ),
+        )
+        result = run(calibration, curve_points=0, cpu_times=True)
+        traces.append((calibration, result.trace))
+        for worker, rows in result.cpu_times.items():
+            role = "forward" if worker.startswith("forward") else "backward"
+            for op, batch, layer, seconds in rows:
+                if op == "thread":
+                    role_thread_s[role] += seconds
+                    cpu_s += seconds
+                    continue
+                role_op_s[role] += seconds
+                if batch >= warmup:
+                    op_cpu[(layer, op)].append(seconds)
+                    totals["forward" if op == "forward" else "backward"][(len(traces), batch)] += seconds
+        core_s += next(iter(result.trace.device_slots.values())) * _makespan(result.trace)
+        done = sorted(set(totals["forward"]) & set(totals["backward"]))
+        measured = Precision(
+            len(done),
+            time.perf_counter() - started,
+            mean_interval([totals["forward"][b] for b in done]),
+            mean_interval([totals["backward"][b] for b in done]),
+            target,
+        )
+        if measured.reached or time.perf_counter() - started > cap_s:
+            break
+        batches *= 2
+    factor = {role: role_thread_s[role] / role_op_s[role] if role_op_s[role] else 1.0 for role in role_op_s}
+    layers = [
+        replace(
+            layer,
+            samples={op: [t * factor.get(_role(scenario, op), 1.0) for t in op_cpu[(m, op)]] for op in OPS},
+            overhead={op: [] for op in OPS},
+        )
+        for m, layer in enumerate(solo)
+    ]
+    return Layout(layers, measured, cpu_s / core_s if core_s else 1.0, traces)
+
+
+def _role(scenario: Scenario, op: str) -> str:
+    """The role that runs `op` in the calibration's accounting: forward ops on forward workers in a
+    method with two roles; everything else on the single role ("backward" then stands for all)."""
+    return "forward" if op == "forward" and scenario.definition.windowed else "backward"
+
+
+def _makespan(trace) -> float:
+    return max(s.end_s for s in trace.spans) - min(s.start_s for s in trace.spans) if trace.spans else 0.0

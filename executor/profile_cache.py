@@ -59,6 +59,7 @@ def key(scenario: Scenario, kind: str) -> dict[str, Any]:
             "timed_costs": dataclasses.asdict(scenario.model) if scenario.train.network == "timed" else None,
             "steps": steps,
             "alone": len(scenario.worker_names()) == 1,  # whether updates may run in place
+            "workers": dataclasses.asdict(scenario.workers) if kind == "layout" else None,
             "host": platform.node(),
             "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "torch": torch.__version__,
@@ -76,8 +77,8 @@ def _path(entry_key: dict[str, Any]) -> Path:
     return folder() / f"{digest}.json"
 
 
-def load(entry_key: dict[str, Any]) -> tuple[list[LayerSamples], Precision, float] | None:
-    """(layers, precision, age in seconds) of a fresh entry for `entry_key`, or None."""
+def load(entry_key: dict[str, Any]) -> tuple[list[LayerSamples], Precision, float, dict] | None:
+    """(layers, precision, age in seconds, extra figures) of a fresh entry for `entry_key`, or None."""
     path = _path(entry_key)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -86,18 +87,22 @@ def load(entry_key: dict[str, Any]) -> tuple[list[LayerSamples], Precision, floa
         age_s = time.time() - float(document["created"])
         if not 0 <= age_s <= ttl_s():
             return None
-        return [_layer(row) for row in document["layers"]], _precision(document["precision"]), age_s
+        layers = [_layer(row) for row in document["layers"]]
+        return layers, _precision(document["precision"]), age_s, dict(document.get("extra") or {})
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def store(entry_key: dict[str, Any], layers: list[LayerSamples], precision: Precision) -> None:
+def store(
+    entry_key: dict[str, Any], layers: list[LayerSamples], precision: Precision, extra: dict | None = None
+) -> None:
     document = {
         "format": FORMAT,
         "created": time.time(),
         "key": entry_key,
         "layers": [dataclasses.asdict(layer) for layer in layers],
         "precision": precision.to_dict(),
+        "extra": extra or {},
     }
     try:
         atomic_write_text(_path(entry_key), json.dumps(document))

@@ -35,6 +35,7 @@ class RunResult:
     parameters: list[tuple[torch.Tensor, ...]]
     buffers: list[torch.Tensor]
     completed: bool = True
+    cpu_times: dict[str, list] | None = None  # worker: (op, batch, layer, thread CPU seconds), if asked
 
 
 @dataclass

@@ -91,13 +91,15 @@ def run(
     probe: object | None = None,
     curve_points: int = 10,
     baseline: bool = False,
+    cpu_times: bool = False,
 ) -> RunResult:
     """Train `scenario` for real and trace it (module docstring).
 
     `checkpoint_dir` resumes from the checkpoint there, if any, and saves one every `checkpoint_every`
     finished batches. `probe` (tests) gets `batch(i, x, y)`, `read(i, m, version, tensors)` and
     `gradient(i, m, version, grads)` calls from the workers. `baseline` first runs sequential on the same
-    batches, which sets `sequential_batch_s` and so the summary's `speedup_vs_sequential`.
+    batches, which sets `sequential_batch_s` and so the summary's `speedup_vs_sequential`. `cpu_times`
+    records every step's thread CPU time (`RunResult.cpu_times`, for calibrating costs).
     """
     check_method(scenario)
     if checkpoint_every < 1:
@@ -105,6 +107,8 @@ def run(
     sequential_s = sequential_batch_s(scenario) if baseline else None
     setup = make_setup(scenario, checkpoint_dir, PARAMETER_COPIES + curve_points + 1)
     ctx, curve = _context(setup, probe, curve_points, stop_event or threading.Event())
+    if cpu_times:
+        ctx.cpu_times = {}
     if checkpoint_dir is not None:
         ctx.on_finish = _chain(ctx.on_finish, _checkpointer(setup, ctx, checkpoint_dir, checkpoint_every))
     errors: list[tuple[str, BaseException]] = []
@@ -218,6 +222,7 @@ def _thread(
     wake: threading.Event,
 ) -> threading.Thread:
     def body() -> None:
+        start_s = time.thread_time()
         try:
             target(ctx, name, *args)
         except Stopped:
@@ -226,6 +231,10 @@ def _thread(
             errors.append((name, error))
             ctx.stop.set()
         finally:
+            if ctx.cpu_times is not None:  # the thread's whole CPU time, its steps' and the rest
+                ctx.cpu_times.setdefault(name, []).append(
+                    ("thread", None, None, time.thread_time() - start_s)
+                )
             wake.set()
 
     return threading.Thread(target=body, name=f"pdasgd {name}", daemon=True)
@@ -316,4 +325,5 @@ def _result(
         parameters=[layer.latest.tensors for layer in setup.layers],
         buffers=[buffer.detach().clone() for buffer in setup.buffers],
         completed=completed,
+        cpu_times=ctx.cpu_times,
     )

@@ -143,6 +143,7 @@ class Context:
     on_finish: Callable[[int, int], None] | None = None  # (batch, completed count)
     logs: dict[str, SpanLog] = field(default_factory=dict)
     current: dict[str, tuple | None] = field(default_factory=dict)  # worker: (step, batch, start) or None
+    cpu_times: dict[str, list] | None = None  # worker: (op, batch, layer, thread CPU seconds) per step
 
 
 @dataclass
@@ -185,10 +186,16 @@ class Worker:
 
     def run(self, item: PendingBatch) -> None:
         stop, current, name = self.ctx.stop, self.ctx.current, self.name
+        cpu = self.ctx.cpu_times.setdefault(name, []) if self.ctx.cpu_times is not None else None
         for step, (action, layer, at_once) in zip(self.steps, self.actions, strict=True):
             check(stop)
             current[name] = (step, item.index, time.perf_counter())
-            action(item, layer, at_once)
+            if cpu is None:
+                action(item, layer, at_once)
+            else:  # calibration: the CPU time this thread spends on the step, however the cores are shared
+                start_s = time.thread_time()
+                action(item, layer, at_once)
+                cpu.append((step.op, item.index, layer, time.thread_time() - start_s))
         current[name] = None
 
     def straggle(self, item: PendingBatch) -> None:

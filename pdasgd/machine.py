@@ -17,10 +17,15 @@ from pdasgd.scenario import Device, Scenario
 
 
 def on_machine(
-    scenario: Scenario, device_slots: Mapping[str, int], jitter_cv: float | None = None
+    scenario: Scenario,
+    device_slots: Mapping[str, int],
+    jitter_cv: float | None = None,
+    efficiency: float = 1.0,
 ) -> Scenario:
     """`scenario` with all workers on the run's device (first of `device_slots`, time-sliced unless it is a
-    GPU) and optional op jitter."""
+    GPU), optional op jitter, and the device's speed set to `efficiency`: the share of core time the
+    workers' threads really get (below 1 when more threads than cores lose time to switches and GIL
+    hand-offs; measured by compare's calibration run)."""
     if not device_slots:
         raise ValueError("device_slots: the run reported no device")
     name, slots = next(iter(device_slots.items()))
@@ -29,7 +34,7 @@ def on_machine(
         delays = dataclasses.replace(delays, jitter_cv=jitter_cv)
     return dataclasses.replace(
         scenario,
-        devices=(Device(name, slots, time_slice=not name.startswith("cuda")),),
+        devices=(Device(name, slots, speed=efficiency, time_slice=not name.startswith("cuda")),),
         placement={},
         delays=delays,
     )

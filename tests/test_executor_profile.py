@@ -143,7 +143,8 @@ def test_profiles_are_reused_within_their_time_to_live(tmp_path, monkeypatch) ->
     assert profile_cache.load(key) is None
     layers, precision = measure_precisely(sc, warmup=1)
     profile_cache.store(key, layers, precision)
-    again, again_precision, age_s = profile_cache.load(key)
+    again, again_precision, age_s, extra = profile_cache.load(key)
+    assert extra == {}
     assert again == layers and again_precision == precision and 0 <= age_s < 60
     assert profile_cache.load(profile_cache.key(sc.with_overrides({"train.batch_size": 8}), "solo")) is None
     assert profile_cache.load(profile_cache.key(sc, "pipelined")) is None

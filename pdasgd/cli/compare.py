@@ -97,7 +97,7 @@ def compare_one(
     measured_trace = executor.run(scenario, progress=progress, baseline=baseline).trace
     if alone:  # this run is its own sequential reference
         sequential_batch_s = steady_time_per_batch_s(measured_trace)
-    machine = on_machine(scenario, measured_trace.device_slots, costs.jitter_cv)
+    machine = on_machine(scenario, measured_trace.device_slots, costs.jitter_cv, costs.efficiency)
     prediction = predict(machine, costs.precision, costs.sequential_batch_s, progress)
     summaries = {
         "predicted": prediction["summary"],
@@ -110,6 +110,7 @@ def compare_one(
         "device_slots": measured_trace.device_slots,
         "jitter_cv": costs.jitter_cv,
         "pipelined_costs": costs.pipelined,
+        "efficiency": costs.efficiency,
     }
     document["profile"] = {
         "precision": costs.precision.to_dict() if costs.precision else None,

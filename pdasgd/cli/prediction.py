@@ -1,14 +1,25 @@
 """What `compare` predicts and how sure it is: profiled costs, the prediction's interval, the measurement's.
 
 - **Costs** (`profiled`): the network is profiled on the executor's own code path until a batch's mean
-  forward and backward costs are known to ±2% (95% interval; `executor.profile.measure_precisely`), or 30 s
-  have passed, and the report says which. Sequential runs pay the costs of one worker alone; the pipelined
-  methods the costs measured in a forward + backward pipeline (higher, and about twice as variable). A
-  profile of the same network, device and threads taken in the last 15 minutes is reused
+  forward and backward costs are known to ±2% (95% interval), or 30 s have passed, and the report says
+  which. A single worker pays the costs of one worker alone (`executor.profile.measure_precisely`). Methods
+  with several workers pay what a calibration run of their own workers measures
+  (`measure_layout_precisely`): each op's thread CPU time, which leaves out waiting for a core (the
+  simulator's time-sliced CPU models that) but keeps the slowdown of threads sharing caches and memory,
+  the larger the more threads run: 2F+2B on 2 cores was predicted 31% too fast from the costs of a 1F+1B
+  pipeline. A profile of the same network, device and threads taken in the last 15 minutes is reused
   (`executor.profile_cache`), and the report says so.
+- **The cores' efficiency**: with more runnable threads than cores, some core time goes to neither the
+  threads' work nor the waits their schedule explains (thread switches, GIL hand-offs). The calibration
+  run's worker threads used `cpu_share` of the cores where its simulation keeps them busier; their ratio,
+  the efficiency, is the simulated CPU's speed (`pdasgd.machine.on_machine`). The report gives it. For a
+  scenario without delays, stragglers or another window the calibration run is a shorter run of the same
+  schedule, so its throughput is close to the measured one by construction; the random draw of the
+  fidelity benchmark (benchmarks/fidelity.md) is mostly of other schedules, and reports the predictions
+  without the efficiency beside.
 - **The prediction's interval** (`predict`): the schedule simulated at the profile's mean costs, then with
   the forward and the backward costs each at the ends of their intervals (the four corners) and with two
-  more seeds of the op-time noise: the interval spans them all.
+  more seeds of the op-time noise: the interval spans them all, widened by the unmodelled loss above.
 - **The measurement's interval** (`measured`): a block bootstrap over the run's batches
   (`pdasgd.intervals`).
 - **Judgement** (`judge`): whether the prediction's interval meets the measurement's (consistent within
@@ -40,12 +51,13 @@ class Profiled:
     pipelined: bool  # whether the costs come from a pipelined run (executor.profile.measure_pipelined)
     precision: Any = None  # executor.profile.Precision of the costs used (None: the scenario gave them)
     reused_age_s: float | None = None  # the profile came from the cache, this old
+    efficiency: float = 1.0  # share of core time the workers' threads get (the simulated CPU's speed)
 
     def notes(self) -> list[str]:
         if self.precision is None:
             return ["layer costs: as the scenario gives them"]
         p = self.precision
-        where = "a forward + backward pipeline" if self.pipelined else "one worker alone"
+        where = "a calibration run of the scenario's workers" if self.pipelined else "one worker alone"
         line = (
             f"layer costs: profiled in {where}, {p.batches} batches: mean forward and backward known to "
             f"±{100 * p.half_width:.1f}% (95% interval)"
@@ -54,47 +66,85 @@ class Profiled:
             line += f"; the ±{100 * p.target:.0f}% target was not reached within the time cap"
         if self.reused_age_s is not None:
             line += f"; reused from a profile taken {self.reused_age_s:.0f} s ago"
-        return [line]
+        lines = [line]
+        if self.efficiency < 0.995:
+            lines.append(
+                f"cores' efficiency {self.efficiency:.3f}: the calibration run's threads got that share "
+                "of the core time its simulation keeps busy (the rest went to thread switches and GIL "
+                "hand-offs); "
+                "the simulated CPU runs at that speed"
+            )
+        return lines
 
 
 def profiled(scenario: Scenario, force: bool = False, fresh: bool = False) -> Profiled:
     """Measure the scenario's layer costs (module docstring), unless it gives some and not `force`;
     `fresh` never reuses a cached profile."""
-    solo, solo_precision, solo_age = _measured(scenario, "solo", None, fresh)
+    solo, solo_precision, solo_age, _ = _measured(scenario, "solo", None, fresh)
     sequential_s = sum(layer.cost(op) for layer in solo for op in ("forward", "backward", "update"))
     if scenario.model is not None and not force:
         return Profiled(scenario, batch_matched_cv(solo), sequential_s, pipelined=False)
-    pipelined = len(scenario.worker_names()) > 1
-    samples, precision, age = (
-        _measured(scenario, "pipelined", solo, fresh) if pipelined else (solo, solo_precision, solo_age)
-    )
+    if len(scenario.worker_names()) == 1:
+        model = Model(tuple(layer.layer("mean") for layer in solo))
+        costed = dataclasses.replace(scenario, model=model)
+        return Profiled(costed, batch_matched_cv(solo), sequential_s, False, solo_precision, solo_age)
+    samples, precision, age, extra = _measured(scenario, "layout", solo, fresh)
     model = Model(tuple(layer.layer("mean") for layer in samples))
     return Profiled(
         dataclasses.replace(scenario, model=model),
         batch_matched_cv(samples),
         sequential_s,
-        pipelined,
+        True,
         precision,
         age,
+        extra.get("efficiency", 1.0),
     )
 
 
 def _measured(scenario: Scenario, kind: str, solo, fresh: bool):
-    """(layer samples, precision, age if reused) of one measurement, from the cache when it may be."""
+    """(layer samples, precision, age if reused, extra figures) of one measurement, cached when it may be."""
     from executor import profile_cache
-    from executor.profile import measure_pipelined_precisely, measure_precisely
+    from executor.profile import measure_layout_precisely, measure_precisely
 
     profiling = dataclasses.replace(scenario, model=None) if scenario.train.network != "timed" else scenario
     entry = profile_cache.key(profiling, kind)
     cached = None if fresh else profile_cache.load(entry)
     if cached is not None:
         return cached
+    extra: dict[str, float] = {}
     if kind == "solo":
         samples, precision = measure_precisely(scenario)
     else:
-        samples, precision = measure_pipelined_precisely(scenario, solo)
-    profile_cache.store(entry, samples, precision)
-    return samples, precision, None
+        layout = measure_layout_precisely(scenario, solo)
+        samples, precision = layout.layers, layout.precision
+        extra = {"cpu_share": layout.cpu_share, "efficiency": _efficiency(layout, samples)}
+    profile_cache.store(entry, samples, precision, extra)
+    return samples, precision, None, extra
+
+
+def _efficiency(layout, samples) -> float:
+    """The calibration runs' worker threads' share of the cores over the share their simulation (at speed 1)
+    keeps busy, at most 1."""
+    import simulator
+    from pdasgd.machine import on_machine
+    from pdasgd.metrics import makespan_s
+
+    model = Model(tuple(layer.layer("mean") for layer in samples))
+    busy_s = core_s = 0.0
+    for calibration, trace in layout.runs:
+        costed = dataclasses.replace(calibration, model=model)
+        predicted = simulator.simulate(on_machine(costed, trace.device_slots, batch_matched_cv(samples)))
+        slots, span_s = next(iter(trace.device_slots.values())), makespan_s(predicted)
+        busy_s += sum(_utilization(predicted)) * slots * span_s
+        core_s += slots * span_s
+    simulated_share = busy_s / core_s if core_s else 0.0
+    return min(1.0, layout.cpu_share / simulated_share) if simulated_share > 0 else 1.0
+
+
+def _utilization(trace) -> list[float]:
+    from pdasgd.metrics import utilization
+
+    return list(utilization(trace).values())
 
 
 def batch_matched_cv(samples: list) -> float:
