@@ -82,9 +82,11 @@ def compare_one(
     progress: bool = False,
     force: bool = False,
     fresh: bool = False,
+    baseline: bool = True,
 ) -> Comparison:
-    """Profile, run, simulate and compare one scenario; `sequential_batch_s` skips the baseline run;
-    `fresh` profiles anew even if a recent profile of the same network exists."""
+    """Profile, run, simulate and compare one scenario; `sequential_batch_s` (or `baseline=False`, which
+    leaves the measured speed-up out) skips the baseline run; `fresh` profiles anew even if a recent
+    profile of the same network exists."""
     import executor
     from pdasgd.closed_forms import theory_for
     from pdasgd.machine import on_machine
@@ -93,7 +95,7 @@ def compare_one(
     costs = profiled(scenario, force, fresh)
     scenario = costs.scenario
     alone = len(scenario.worker_names()) == 1
-    baseline = sequential_batch_s is None and not alone
+    baseline = baseline and sequential_batch_s is None and not alone
     measured_trace = executor.run(scenario, progress=progress, baseline=baseline).trace
     if alone:  # this run is its own sequential reference
         sequential_batch_s = steady_time_per_batch_s(measured_trace)

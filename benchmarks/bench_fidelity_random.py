@@ -1,0 +1,219 @@
+"""Fidelity on scenarios nobody tuned for: a seeded random draw, each compared several times.
+
+Draws `--scenarios` scenarios from a seeded space: networks and their sizes (MLP, ResNet, LSTM), batch
+sizes, methods (sequential, async-lu, async-bu, hogwild), forward and backward workers, max_in_flight,
+hand-off and update-visibility delays, stragglers of both kinds, and run lengths of 100-400 batches. Each
+goes through `pdasgd compare`'s own path (`compare_one`) `--repeats` times: the first two with a fresh
+profile each (so their predictions show how reproducible a fresh profile makes them), the later ones
+reusing the cached profile as a user's second compare would. Speed-ups are left out (no baseline run).
+
+Per comparison it records the relative throughput error, the prediction's and the measurement's 95%
+intervals and whether they meet and whether the prediction lies inside the measured interval, the
+per-layer mean staleness errors (versions), the cores' efficiency and the prediction without it.
+
+    .venv/bin/python benchmarks/bench_fidelity_random.py --seed 1 --json draw1.json
+    .venv/bin/python benchmarks/bench_fidelity_random.py --report draw1.json
+
+Results are appended to the JSON file as they come, so an interrupted run keeps what it measured, and a
+re-run with the same file skips what is there. Run it on a quiet machine, and nothing else at the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+METHODS = ("sequential", "async-lu", "async-lu", "async-bu", "hogwild")  # async-lu drawn twice as often
+
+
+def draw(seed: int, count: int) -> list[dict]:
+    """`count` scenario tables from the seeded space (module docstring)."""
+    rng = random.Random(seed)
+    return [_one(rng, seed, index) for index in range(count)]
+
+
+def _network(rng: random.Random) -> dict:
+    kind = rng.choice(("mlp", "mlp", "resnet", "lstm"))
+    if kind == "mlp":
+        return {
+            "network": "mlp",
+            "width": rng.choice((256, 384, 512, 768, 1024, 1536)),
+            "depth": rng.randint(2, 8),
+            "batch_size": rng.choice((32, 64, 128, 256)),
+        }
+    if kind == "resnet":
+        return {
+            "network": "resnet",
+            "depth": rng.choice((8, 14)),
+            "channels": rng.choice((8, 16)),
+            "batch_size": rng.choice((16, 32)),
+        }
+    return {"network": "lstm", "hidden": rng.choice((64, 128, 192)), "batch_size": rng.choice((16, 32))}
+
+
+def _one(rng: random.Random, seed: int, index: int) -> dict:
+    method = rng.choice(METHODS)
+    workers = {"max_in_flight": rng.randint(2, 8)}
+    if method in ("async-lu", "async-bu"):
+        workers |= {"forward": rng.choice((1, 1, 2)), "backward": rng.randint(1, 3)}
+        names = [f"forward:{i}" for i in range(workers["forward"])]
+        names += [f"backward:{i}" for i in range(workers["backward"])]
+    elif method == "hogwild":
+        workers |= {"replicas": 1, "per_replica": rng.choice((2, 3))}
+        names = [f"worker:{i}" for i in range(workers["per_replica"])]
+    else:
+        names = ["worker:0"]
+    delays: dict = {}
+    if method != "sequential" and rng.random() < 0.3:
+        delays["handoff_s"] = round(rng.uniform(0.001, 0.01), 4)
+    if rng.random() < 0.2:
+        delays["visibility_s"] = round(rng.uniform(0.001, 0.01), 4)
+    if rng.random() < 0.25:
+        delays["straggler"] = [
+            {
+                "worker": rng.choice(names),
+                "every": rng.randint(2, 5),
+                "extra_s": round(rng.uniform(0.005, 0.03), 4),
+                "kind": rng.choice(("sleep", "busy")),
+            }
+        ]
+    batches = rng.randint(100, 400)
+    return {
+        "name": f"draw{seed}-{index:02d}",
+        "method": method,
+        "workers": workers,
+        "delays": delays,
+        "train": {**_network(rng), "dataset": "synthetic"},
+        "run": {"batches": batches, "warmup": max(10, batches // 8), "seed": index},
+    }
+
+
+def compare(table: dict, fresh: bool) -> dict:
+    import simulator
+    from pdasgd.cli.compare import compare_one
+    from pdasgd.machine import on_machine
+    from pdasgd.scenario import parse_scenario
+
+    scenario = parse_scenario(table)
+    started = time.perf_counter()
+    item = compare_one(scenario, fresh=fresh, baseline=False)
+    document, intervals = item.document, item.document["intervals"]
+    efficiency = document["machine"]["efficiency"]
+    raw = simulator.simulate_summary(
+        on_machine(item.scenario, item.measured.device_slots, document["machine"]["jitter_cv"]),
+        progress=False,
+    )
+    layers = document["error"]["staleness_per_layer_abs"]
+    return {
+        "name": table["name"],
+        "fresh_profile": fresh,
+        "predicted": document["predicted"]["throughput_batches_per_s"],
+        "measured": document["measured"]["throughput_batches_per_s"],
+        "throughput_rel": document["error"]["throughput_rel"],
+        "predicted_without_efficiency": raw.throughput_batches_per_s,
+        "efficiency": efficiency,
+        "throughput_intervals": intervals["throughput"],
+        "staleness_intervals": intervals["staleness"],
+        "staleness_layer_abs": [abs(x) for x in layers],
+        "staleness_mean_abs": statistics.fmean(abs(x) for x in layers) if layers else 0.0,
+        "profile": document["profile"],
+        "warnings": intervals["warnings"],
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def run(seed: int, count: int, repeats: int, path: Path) -> None:
+    done = json.loads(path.read_text()) if path.exists() else {"seed": seed, "scenarios": [], "rows": []}
+    tables = draw(seed, count)
+    done["scenarios"] = tables
+    for table in tables:
+        for repeat in range(repeats):
+            if any(r["name"] == table["name"] and r["repeat"] == repeat for r in done["rows"]):
+                continue
+            row = {**compare(table, fresh=repeat < 2), "repeat": repeat}
+            done["rows"].append(row)
+            path.write_text(json.dumps(done, indent=1))
+            print(
+                f"{row['name']} r{repeat} {table['method']:<10} {table['train']['network']:<6} "
+                f"pred {row['predicted']:8.2f} meas {row['measured']:8.2f} "
+                f"err {100 * row['throughput_rel']:+6.1f}% "
+                f"meet {row['throughput_intervals']['consistent']!s:<5} "
+                f"stale {row['staleness_mean_abs']:.2f} ({row['wall_s']:.0f} s)",
+                flush=True,
+            )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def report(path: Path) -> str:
+    done = json.loads(path.read_text())
+    rows = done["rows"]
+    errors = [abs(r["throughput_rel"]) for r in rows]
+    raw = [abs(r["predicted_without_efficiency"] / r["measured"] - 1) for r in rows]
+    stale = [r["staleness_mean_abs"] for r in rows if r["staleness_layer_abs"]]
+    layers = [x for r in rows for x in r["staleness_layer_abs"]]
+    meet = [r["throughput_intervals"]["consistent"] and r["staleness_intervals"]["consistent"] for r in rows]
+    meet_thr = [r["throughput_intervals"]["consistent"] for r in rows]
+    inside = [r["throughput_intervals"]["inside"] for r in rows]
+    repro = []
+    for name in dict.fromkeys(r["name"] for r in rows):
+        fresh = [r["predicted"] for r in rows if r["name"] == name and r["fresh_profile"]]
+        if len(fresh) >= 2:
+            repro.append(abs(fresh[0] - fresh[1]) / statistics.fmean(fresh[:2]))
+    cached = []
+    for name in dict.fromkeys(r["name"] for r in rows):
+        mine = [r["predicted"] for r in rows if r["name"] == name]
+        if len(mine) >= 3:
+            cached.append(abs(mine[2] - mine[1]) / statistics.fmean(mine[1:3]))
+    lines = [
+        f"draw seed {done['seed']}: {len({r['name'] for r in rows})} scenarios, {len(rows)} comparisons",
+        f"|throughput error|: median {100 * statistics.median(errors):.1f}%, 90th percentile "
+        f"{100 * percentile(errors, 0.9):.1f}%, worst {100 * max(errors):.1f}% "
+        f"(without the cores' efficiency: median {100 * statistics.median(raw):.1f}%, 90th "
+        f"{100 * percentile(raw, 0.9):.1f}%)",
+        f"per-layer mean staleness |error| (mean over layers per comparison): median "
+        f"{statistics.median(stale):.2f}, 90th percentile {percentile(stale, 0.9):.2f} versions; single "
+        f"layers: median {statistics.median(layers):.2f}, 90th {percentile(layers, 0.9):.2f}",
+        f"prediction and measurement intervals meet: throughput {100 * sum(meet_thr) / len(rows):.0f}%, "
+        f"throughput and staleness both {100 * sum(meet) / len(rows):.0f}%; predicted throughput inside the "
+        f"measured interval {100 * sum(inside) / len(rows):.0f}%",
+        f"reproducibility, two fresh profiles: median {100 * statistics.median(repro):.1f}%, worst "
+        f"{100 * max(repro):.1f}%; a cached profile against a fresh one: median "
+        f"{100 * statistics.median(cached):.1f}%"
+        if repro and cached
+        else "reproducibility: too few repeats",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1, help="seed of the draw")
+    parser.add_argument("--scenarios", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="results file (appended to as results come)")
+    parser.add_argument("--report", type=Path, help="only report the results in this file")
+    parser.add_argument("--list", action="store_true", help="print the draw and exit")
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.report))
+        return
+    if args.list:
+        for table in draw(args.seed, args.scenarios):
+            print(json.dumps(table))
+        return
+    path = args.json or Path(f"fidelity-random-{args.seed}.json")
+    run(args.seed, args.scenarios, args.repeats, path)
+    print()
+    print(report(path))
+
+
+if __name__ == "__main__":
+    main()
