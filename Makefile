@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint format clean
+.PHONY: demo test test-all lint format clean gpu-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# On a GPU machine, with its own python3 and no network (gpu/check.sh); GPU_OUT=dir for the results.
+gpu-check:
+	bash gpu/check.sh $(if $(GPU_OUT),--out $(GPU_OUT))
 
 clean:
 	rm -rf $(VENV) build *.egg-info
