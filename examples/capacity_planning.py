@@ -18,7 +18,9 @@ and gpu2, layer-wise or block updates) or two forwards and one backward (2F:1B).
 - staleness (mean version staleness over layers) and peak memory (activations in flight plus live parameter
   versions, summed over devices);
 - what a 5 ms link costs (`delays.handoff_s`, the forward-to-backward hand-off of the async schedules, and
-  `delays.allreduce_s`, the latency of ddp's all-reduce per step), both with the in-flight window
+  `delays.allreduce_s`, the latency of each of ddp's gradient all-reduces: DistributedDataParallel's
+  25 MiB buckets, here three per step, the first ones overlapping the rest of the backward), both with the
+  window
   `max_in_flight` unchanged and with the smallest window that hides the link again.
 
 Each async option runs with the smallest window Q that still reaches its steady-state throughput,
@@ -46,6 +48,7 @@ from pdasgd.closed_forms import theory_for
 from pdasgd.comparison import markdown_table
 from pdasgd.metrics import Summary
 from pdasgd.plots import gantt
+from pdasgd.ranks import ddp_buckets
 from pdasgd.scenario import Scenario, scenario_from_toml
 from theory.speedup import cycle_time
 
@@ -339,6 +342,12 @@ def link_sentence(rows: list[Row], label: str) -> str:
     return text
 
 
+def bucket_count(row: Row) -> int:
+    """DistributedDataParallel's gradient buckets for the scenario's layers (pdasgd.ranks)."""
+    layers = row.scenario.model.layers
+    return len(ddp_buckets([layer.param_bytes for layer in layers], row.scenario.distributed.bucket_bytes))
+
+
 def conclusions(rows: list[Row]) -> list[str]:
     """A few sentences computed from the rows."""
     sequential, ddp, linked = rows[0], find(rows, "ddp x3", 0.0), find(rows, "ddp x3", LINK_S)
@@ -355,7 +364,7 @@ def conclusions(rows: list[Row]) -> list[str]:
         f"({fastest.throughput / sequential.throughput:.2f}x one GPU); async-lu 1F:2B "
         f"{lu.throughput:.1f} ({lu.throughput / sequential.throughput:.2f}x).",
         f"a {1000 * LINK_S:.0f} ms link: ddp x3 {ddp.throughput:.0f} -> {linked.throughput:.0f} batches/s "
-        f"(one all-reduce per step); {link_sentence(rows, 'async-lu 1F:2B')}.",
+        f"({bucket_count(linked)} bucket all-reduces per step); {link_sentence(rows, 'async-lu 1F:2B')}.",
         f"same throughput, less staleness: LU {lu.staleness:.2f} vs BU {bu.staleness:.2f} versions (Q="
         f"{lu.window}); the default Q={DEFAULT_WINDOW} adds nothing but staleness ({wide.staleness:.2f}) and "
         f"memory ({wide.memory_gib:.2f} GiB vs {lu.memory_gib:.2f}).",

@@ -5,7 +5,9 @@ many) or one GPU's streams. A scenario's default of a device per worker describe
 predicting a measured run the simulator needs the workers to share that device. `on_machine` rewrites a
 scenario that way, and adds the per-op noise the profile measured (without it two backward workers run in
 lockstep and staleness comes out as whole-number artefacts; docs/platform.md). CPU devices are time-sliced:
-the operating system shares the cores among more threads than cores rather than queueing them.
+the operating system shares the cores among more threads than cores rather than queueing them. Ranks on
+one machine's CPU share its cores the same way; on CUDA each rank has its GPU. `with_network` adds the
+real network's all-reduce cost the ranks measured.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from pdasgd.methods import split_rank
+from pdasgd.ranks import NETWORK
 from pdasgd.scenario import Device, Scenario
 
 
@@ -28,13 +32,40 @@ def on_machine(
     hand-offs; measured by compare's calibration run)."""
     if not device_slots:
         raise ValueError("device_slots: the run reported no device")
-    name, slots = next(iter(device_slots.items()))
+    compute = {name: slots for name, slots in device_slots.items() if not name.endswith(f"/{NETWORK}")}
+    name, slots = next(iter(compute.items()))
     delays = scenario.delays
     if jitter_cv is not None:
         delays = dataclasses.replace(delays, jitter_cv=jitter_cv)
+    if scenario.definition.ranks and "cuda" in name:  # a GPU per rank; on the CPU the ranks share the cores
+        devices = tuple(Device(device, count, speed=efficiency) for device, count in compute.items())
+        names = scenario.worker_names()
+        by_rank = {split_rank(device)[0]: device for device in compute}
+        placed = [by_rank[split_rank(worker)[0]] for worker in names]
+        return dataclasses.replace(
+            scenario, devices=devices, placement={"workers": tuple(placed)}, delays=delays
+        )
     return dataclasses.replace(
         scenario,
         devices=(Device(name, slots, speed=efficiency, time_slice=not name.startswith("cuda")),),
         placement={},
         delays=delays,
     )
+
+
+def with_network(scenario: Scenario, probe: Mapping[str, float] | None) -> Scenario:
+    """Across ranks: the scenario's modelled all-reduce cost plus the real network's, as the ranks measured
+    it (`latency_s`, `bytes_per_s`; executor.world.probe_allreduce): latencies add, and so do the seconds
+    per byte."""
+    if not probe or not scenario.definition.ranks:
+        return scenario
+    delays = scenario.delays
+    per_byte_s = (1 / delays.allreduce_bytes_per_s if delays.allreduce_bytes_per_s else 0.0) + (
+        1 / probe["bytes_per_s"] if probe["bytes_per_s"] else 0.0
+    )
+    network = dataclasses.replace(
+        delays,
+        allreduce_s=delays.allreduce_s + probe["latency_s"],
+        allreduce_bytes_per_s=1 / per_byte_s if per_byte_s else 0.0,
+    )
+    return dataclasses.replace(scenario, delays=network)

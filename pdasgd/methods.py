@@ -14,6 +14,12 @@ A method is a small set of facts, in the spirit of the schedule actions of torch
 - which parameter copy each worker reads and updates (`Copies`), whether `max_in_flight` bounds the batches
   between the first role's start and the last role's end (every method with a hand-off), and whether the
   replicas average their parameters every `average_every` local batches;
+- whether the replicas are **ranks** (`ranks`: ddp, lapsgd, lppsgd): processes of torch.distributed, each
+  with its own copy. Batch i belongs to rank i mod replicas, and each rank dispatches its batches to its
+  own workers as its roles say (the role counts are per rank). Worker names carry the rank: `r1/worker:0`.
+  Communication (a DDP bucket's all-reduce, an averaging round) belongs to the rank's communicator, not to
+  a step, except the `AR` step of ddp, which stands for DistributedDataParallel's all-reduce in buckets
+  (docs/design.md);
 - which engines run it and which closed forms describe it.
 
 `lookup(name)` is the one place an unknown method is rejected; its error lists the methods there are.
@@ -54,6 +60,7 @@ class Copies(Enum):
     SHARED = "shared"  # one copy for every worker
     REPLICA = "replica"  # one per replica: worker w uses copy w // workers.per_replica
     WORKER = "worker"  # one per worker
+    RANK = "rank"  # one per rank: every worker of rank r uses copy r
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class Method:
     copies: Copies = Copies.SHARED
     averaging: bool = False  # replicas average parameters every workers.average_every local batches
     engines: tuple[str, ...] = ("simulator", "executor")
+    ranks: bool = False  # the replicas are ranks: processes with a copy each (module docstring)
     theory: str | None = None  # "sequential" or "decoupled": the closed forms that describe it
     contrast: str | None = None  # the method whose staleness plots set beside this one's (LU against BU)
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -106,18 +114,36 @@ class Method:
         """Whether `max_in_flight` applies: methods that hand batches from one role to the next."""
         return len(self.roles) > 1
 
-    def worker_names(self, workers: Any) -> list[str]:
+    def rank_count(self, workers: Any) -> int:
+        """How many ranks: `workers.replicas` for a method across ranks, else 1 (one process)."""
+        return workers.replicas if self.ranks else 1
+
+    def local_names(self, workers: Any) -> list[str]:
+        """The workers of one rank (of the one process, for a method that runs in one)."""
         return [name for role in self.roles for name in role.worker_names(workers)]
+
+    def worker_names(self, workers: Any) -> list[str]:
+        """Every worker, rank by rank; across ranks a name carries its rank (`r1/worker:0`)."""
+        local = self.local_names(workers)
+        if not self.ranks:
+            return local
+        return [rank_name(rank, name) for rank in range(workers.replicas) for name in local]
 
     def placement_groups(self, workers: Any) -> dict[str, list[str]]:
         """[placement] key -> the workers it places, in order."""
         groups: dict[str, list[str]] = {}
-        for role in self.roles:
-            groups.setdefault(role.placement, []).extend(role.worker_names(workers))
+        for rank in range(self.rank_count(workers)):
+            for role in self.roles:
+                names = role.worker_names(workers)
+                groups.setdefault(role.placement, []).extend(
+                    rank_name(rank, name) if self.ranks else name for name in names
+                )
         return groups
 
     def role_of(self, worker_index: int, workers: Any) -> tuple[Role, int]:
         """The role and index within it of the worker_index-th worker (worker_names order)."""
+        if self.ranks:
+            worker_index %= len(self.local_names(workers))
         for role in self.roles:
             size = role.size(workers)
             if worker_index < size:
@@ -293,7 +319,7 @@ def _hogwild(layers: int, index: int, workers: Any) -> tuple[Step, ...]:
 
 
 def _lppsgd(layers: int, index: int, workers: Any) -> tuple[Step, ...]:
-    owned = partition(layers, workers.per_replica, index % workers.per_replica)
+    owned = partition(layers, workers.per_replica, index)
     lowest = owned.start if len(owned) else layers
     return forward_steps(layers) + backward_steps(layers, lowest) + update_steps(owned)
 
@@ -312,6 +338,11 @@ def decoupled_roles(backward: StepsOf) -> tuple[Role, Role]:
 
 def shared_counter_role(steps: StepsOf) -> Role:
     return Role("worker", "workers", ("replicas", "per_replica"), Dispatch.COUNTER, steps)
+
+
+def rank_counter_role(steps: StepsOf) -> Role:
+    """per_replica workers of one rank sharing that rank's counter."""
+    return Role("worker", "workers", ("per_replica",), Dispatch.COUNTER, steps)
 
 
 BUILT_IN = (
@@ -346,29 +377,30 @@ BUILT_IN = (
     ),
     Method(
         "lapsgd",
-        "a hogwild group per replica on its own copy; the replicas average their parameters every "
-        "average_every local batches",
-        (shared_counter_role(_hogwild),),
-        copies=Copies.REPLICA,
+        "a rank per replica, each with per_replica hogwild workers on its own copy; a communicator thread "
+        "per rank averages the copies every average_every local batches while the workers go on",
+        (rank_counter_role(_hogwild),),
+        copies=Copies.RANK,
         averaging=True,
-        engines=("simulator",),
+        ranks=True,
     ),
     Method(
         "lppsgd",
-        "lapsgd where worker p of a replica updates only the p-th of per_replica blocks of layers and runs "
+        "lapsgd where worker p of a rank updates only the p-th of per_replica blocks of layers and runs "
         "its backward only down to that block",
-        (shared_counter_role(_lppsgd),),
-        copies=Copies.REPLICA,
+        (rank_counter_role(_lppsgd),),
+        copies=Copies.RANK,
         averaging=True,
-        engines=("simulator",),
+        ranks=True,
     ),
     Method(
         "ddp",
-        "synchronous data parallel: each replica's forward and backward, an all-reduce of the gradients, "
-        "then the same update everywhere",
-        (Role("worker", "workers", ("replicas",), Dispatch.ROUND_ROBIN, _ddp),),
-        copies=Copies.WORKER,
-        engines=("simulator",),
+        "synchronous data parallel (DistributedDataParallel): a rank per replica, each one worker's forward "
+        "and backward with the gradients all-reduced in buckets as they are ready, then the same update "
+        "everywhere",
+        (Role("worker", "workers", (), Dispatch.ROUND_ROBIN, _ddp),),
+        copies=Copies.RANK,
+        ranks=True,
     ),
 )
 
@@ -413,19 +445,35 @@ def registered(method: Method) -> Iterator[Method]:
         unregister(method.name)
 
 
+def rank_name(rank: int, name: str) -> str:
+    """The name of rank `rank`'s worker `name` in a trace of all ranks: `r1/worker:0`."""
+    return f"r{rank}/{name}"
+
+
+def split_rank(name: str) -> tuple[int | None, str]:
+    """`r1/worker:0` -> (1, "worker:0"); a name without a rank -> (None, name)."""
+    prefix, slash, local = name.partition("/")
+    if slash and prefix[:1] == "r" and prefix[1:].isdigit():
+        return int(prefix[1:]), local
+    return None, name
+
+
 def split_worker(name: str) -> tuple[str, int]:
-    """`backward:2` -> ("backward", 2): a worker name's role and index (index -1 when it has none)."""
-    role, _, number = name.rpartition(":")
-    return (role, int(number)) if role and number.isdigit() else (name, -1)
+    """`backward:2` -> ("backward", 2): a worker name's role and index (index -1 when it has none); a
+    rank's prefix is left out (`r1/worker:0` -> ("worker", 0))."""
+    role, _, number = split_rank(name)[1].rpartition(":")
+    return (role, int(number)) if role and number.isdigit() else (split_rank(name)[1], -1)
 
 
 def worker_order(method: str, names: list[str]) -> list[str]:
-    """Worker names in the order of the method's roles, then by index (names of other roles last)."""
+    """Worker names rank by rank, in the order of the method's roles, then by index (names of other roles
+    last)."""
     roles = [role.name for role in _REGISTRY[method].roles] if method in _REGISTRY else []
 
-    def key(name: str) -> tuple[int, int, str]:
+    def key(name: str) -> tuple[int, int, int, str]:
+        rank = split_rank(name)[0]
         role, index = split_worker(name)
-        return (roles.index(role) if role in roles else len(roles), index, name)
+        return (-1 if rank is None else rank, roles.index(role) if role in roles else len(roles), index, name)
 
     return sorted(names, key=key)
 

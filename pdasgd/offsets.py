@@ -42,10 +42,10 @@ class Offsets:
 
 def fixed_shape(method: Method, workers, layers: int) -> str | None:
     """SINGLE, DECOUPLED or None: whether the method's schedule has the fixed-time recursion of
-    theory.speedup (every worker of a role runs the same steps, every layer gets its backward and update,
-    no all-reduce, and the shape above)."""
+    theory.speedup (one process, every worker of a role runs the same steps, every layer gets its backward
+    and update, no all-reduce, and the shape above)."""
     roles = method.roles
-    if any(_varies(role, workers, layers) for role in roles):
+    if method.ranks or any(_varies(role, workers, layers) for role in roles):
         return None
     steps = method.batch_steps(layers, workers)
     if any(step.op == ALLREDUCE for step in steps):

@@ -30,6 +30,8 @@ from pdasgd.tomlwrite import dumps as toml_dumps
 NETWORKS = ("mlp", "resnet", "lstm", "timed")
 DATASETS = ("synthetic", "digits", "mnist")
 STRAGGLER_KINDS = ("sleep", "busy")
+AVERAGING = ("background", "blocking")
+BACKENDS = ("auto", "gloo", "nccl")
 RENAMED = {
     "delays.update_s": "delays.visibility_s (the delay before an update becomes visible to readers; "
     "a layer's update cost is model.update_s)",
@@ -203,6 +205,8 @@ class Workers:
     replicas: int = setting(1, _count(4096))
     per_replica: int = setting(2, _count(256))
     average_every: int = setting(16, _count(10**9))
+    # lapsgd/lppsgd: the rank's workers go on while its communicator averages (background), or wait for it
+    averaging: str = setting("background", _choice(AVERAGING))
 
 
 @dataclass(frozen=True)
@@ -217,12 +221,46 @@ class Straggler:
 
 
 @dataclass(frozen=True)
+class CommDelay:
+    """Rank `rank` waits `extra_s` before each of its communication ops (a DDP bucket's all-reduce, an
+    averaging round's all-reduce), as a slow or distant node would; its compute goes on meanwhile."""
+
+    rank: int = setting(check=_between(0, 4095))
+    extra_s: float = setting(check=_DURATION)
+
+
+@dataclass(frozen=True)
 class Delays:
     handoff_s: float = setting(0.0, _DURATION)  # forward end -> backward start
     visibility_s: float = setting(0.0, _DURATION)  # an update published at t is visible at t + this
     allreduce_s: float = setting(0.0, _DURATION)  # latency of one all-reduce among 2+ replicas
+    allreduce_bytes_per_s: float = setting(0.0, _between(0, 1e15))  # its bandwidth; 0: no bytes term
     jitter_cv: float = setting(0.0, _between(0, 10))  # simulator: lognormal noise on every op time
     stragglers: tuple[Straggler, ...] = ()
+    comm: tuple[CommDelay, ...] = ()
+
+    def allreduce_cost_s(self, nbytes: int) -> float:
+        """One all-reduce of `nbytes` on the modelled network: latency + bytes / bandwidth."""
+        per_byte_s = 1.0 / self.allreduce_bytes_per_s if self.allreduce_bytes_per_s else 0.0
+        return self.allreduce_s + nbytes * per_byte_s
+
+    def comm_delay_s(self, rank: int) -> float:
+        """The wait before each communication op of `rank`."""
+        return sum(delay.extra_s for delay in self.comm if delay.rank == rank)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """How ranks talk (methods across ranks): torch.distributed's backend (auto: nccl on CUDA, gloo on the
+    CPU), the timeout of every collective (a rank that froze ends the run after it), and DDP's bucket cap."""
+
+    backend: str = setting("auto", _choice(BACKENDS))
+    timeout_s: float = setting(60.0, _between(1, 86_400))
+    bucket_mb: float = setting(25.0, _between(0.001, 4096))
+
+    @property
+    def bucket_bytes(self) -> int:
+        return int(self.bucket_mb * 2**20)
 
 
 @dataclass(frozen=True)
@@ -273,6 +311,7 @@ class Scenario:
     placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     train: Train = Train()
     run: Run = Run()
+    distributed: Distributed = Distributed()
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -375,15 +414,19 @@ def parse_scenario(data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -
     train = _parse(Train, _table(top, "train") or {}, "train")
     train = _resolve_dataset(train, Path(base_dir))
     run = _parse(Run, _table(top, "run") or {}, "run")
+    distributed = _parse(Distributed, _table(top, "distributed") or {}, "distributed")
     _check_run(run)
     _check_stragglers(delays, definition, workers)
+    _check_ranks(definition, workers, delays, run)
     _check_sizes(definition, model, workers, run)
     _check_steps(definition, model, workers)
     if train.network == "timed" and model is None:
         raise ScenarioError("train.network: timed sleeps the [model] costs, so it needs [model]")
     if train.network == "timed" and train.dataset != "synthetic":
         raise ScenarioError("train.dataset: the timed network trains on synthetic data only")
-    return Scenario(name, method, model, workers, delays, devices, placement, train, run, source=top)
+    return Scenario(
+        name, method, model, workers, delays, devices, placement, train, run, distributed, source=top
+    )
 
 
 def _method(method: str) -> str:
@@ -423,7 +466,18 @@ def _check_steps(definition: methods.Method, model: Model | None, workers: Worke
 
 # --- field checks -------------------------------------------------------------------------------
 
-TOP_KEYS = ("name", "method", "model", "workers", "delays", "device", "placement", "train", "run")
+TOP_KEYS = (
+    "name",
+    "method",
+    "model",
+    "workers",
+    "delays",
+    "device",
+    "placement",
+    "train",
+    "run",
+    "distributed",
+)
 KINDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
 
 
@@ -559,7 +613,9 @@ def _parse_delays(table: dict | None) -> Delays:
     table = dict(table or {})
     rows = _table_list(table.pop("straggler", []), "delays.straggler")
     stragglers = tuple(_parse(Straggler, row, f"delays.straggler[{i}]") for i, row in enumerate(rows))
-    return Delays(**_fields(table, _spec(Delays), "delays"), stragglers=stragglers)
+    rows = _table_list(table.pop("comm", []), "delays.comm")
+    comm = tuple(_parse(CommDelay, row, f"delays.comm[{i}]") for i, row in enumerate(rows))
+    return Delays(**_fields(table, _spec(Delays), "delays"), stragglers=stragglers, comm=comm)
 
 
 def _parse_devices(value: Any) -> tuple[Device, ...]:
@@ -641,6 +697,32 @@ def _check_stragglers(delays: Delays, definition: methods.Method, workers: Worke
             )
 
 
+def _check_ranks(definition: methods.Method, workers: Workers, delays: Delays, run: Run) -> None:
+    """What a method across ranks needs, and what only such a method has."""
+    communicates = definition.ranks and workers.replicas > 1
+    for i, delay in enumerate(delays.comm):
+        if not communicates:
+            raise ScenarioError(
+                f"delays.comm[{i}]: method {definition.name} with {workers.replicas} replica(s) has no "
+                "communication between ranks (ddp, lapsgd and lppsgd with workers.replicas >= 2 have)"
+            )
+        if delay.rank >= workers.replicas:
+            raise ScenarioError(
+                f"delays.comm[{i}].rank: no rank {delay.rank} (ranks 0..{workers.replicas - 1})"
+            )
+    if not definition.ranks:
+        return
+    if run.batches % workers.replicas:
+        raise ScenarioError(
+            f"run.batches: {definition.name} gives every rank the same number of batches, so it must be a "
+            f"multiple of workers.replicas ({workers.replicas}); got {run.batches}"
+        )
+    if delays.visibility_s > 0:
+        raise ScenarioError(
+            f"delays.visibility_s: not supported by {definition.name} (across ranks, use [[delays.comm]])"
+        )
+
+
 # --- saving and overrides -----------------------------------------------------------------------
 
 
@@ -650,13 +732,18 @@ def _scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
         data["model"] = {"layer": [asdict(layer) for layer in scenario.model.layers]}
     data["workers"] = asdict(scenario.workers)
     delays = asdict(scenario.delays)
-    stragglers = delays.pop("stragglers")
-    data["delays"] = {**delays, **({"straggler": list(stragglers)} if stragglers else {})}
+    stragglers, comm = delays.pop("stragglers"), delays.pop("comm")
+    data["delays"] = {
+        **delays,
+        **({"straggler": list(stragglers)} if stragglers else {}),
+        **({"comm": list(comm)} if comm else {}),
+    }
     if scenario.devices:
         data["device"] = [asdict(device) for device in scenario.devices]
         data["placement"] = {role: list(names) for role, names in scenario.placement.items()}
     data["train"] = asdict(scenario.train)
     data["run"] = asdict(scenario.run)
+    data["distributed"] = asdict(scenario.distributed)
     return data
 
 

@@ -23,7 +23,7 @@ from pdasgd.metrics import Summary, summarize
 from pdasgd.scenario import Scenario, ScenarioError
 from pdasgd.trace import Trace
 from simulator import fast, fastsummary
-from simulator.engine import Engine, worker_groups
+from simulator.engine import Engine, trace_workers, worker_groups
 from simulator.memory import timeline_peak_bytes
 from simulator.progress import ProgressBar, wanted
 from simulator.records import Timeline, resolve_versions, timeline_spans
@@ -159,10 +159,18 @@ def trace_meta(scenario: Scenario, engine: str) -> dict:
         "layers": len(scenario.model.layers),
         "batches": scenario.run.batches,
         "warmup": scenario.run.warmup,
-        "device_slots": {name: device.slots for name, device in scenario.device_table().items()},
+        "device_slots": device_slots(scenario),
         "sequential_batch_s": sequential_batch_s(scenario),
         "info": {"scenario": scenario.name, "seed": scenario.run.seed, "engine": engine},
     }
+
+
+def device_slots(scenario: Scenario) -> dict[str, int]:
+    """Slots of every device with spans: the scenario's, and a rank's network (one op at a time)."""
+    slots = {name: device.slots for name, device in scenario.device_table().items()}
+    for device in trace_workers(scenario)[1]:
+        slots.setdefault(device, 1)
+    return slots
 
 
 def build_trace(scenario: Scenario, timeline: Timeline, engine: str) -> Trace:
@@ -171,5 +179,5 @@ def build_trace(scenario: Scenario, timeline: Timeline, engine: str) -> Trace:
     resolve_versions(timeline, groups, meta["layers"], tie_s(scenario))
     activations, params = layer_sizes(scenario)
     peak = timeline_peak_bytes(timeline, groups, activations, params, meta["batches"], tie_s(scenario))
-    spans = timeline_spans(timeline, scenario.worker_names(), worker_devices(scenario))
+    spans = timeline_spans(timeline, *trace_workers(scenario))
     return Trace(spans=spans, memory_peak_bytes=peak, **meta)

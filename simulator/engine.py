@@ -23,11 +23,13 @@ import numpy as np
 import simpy
 from simpy.events import Timeout
 
-from pdasgd.methods import ALLREDUCE, BACKWARD, FORWARD, PUBLISH, UPDATE, Copies, Step
+from pdasgd.methods import ALLREDUCE, BACKWARD, FORWARD, PUBLISH, UPDATE, Copies, Step, split_rank
+from pdasgd.ranks import comm_name, ddp_buckets, network_name
 from pdasgd.scenario import Scenario
 from simulator.clock import Clock
 from simulator.links import AllreduceLink, HandoffLink, UpdateLink
 from simulator.progress import ProgressBar
+from simulator.ranks import Collectives, RankState, gradient_allreduce
 from simulator.records import OP_CODES, WAIT, Timeline
 from simulator.resources import Barrier, BatchQueue, Device, Window
 
@@ -101,6 +103,14 @@ class Engine:
         self.update_link = UpdateLink(delays.visibility_s)
         self.allreduce = AllreduceLink(delays.allreduce_s, scenario.workers.replicas)
         self.window = Window(self.env, scenario.workers.max_in_flight, self.batches)
+        self.rank_count = self.method.rank_count(scenario.workers)
+        self.local_count = len(self.method.local_names(scenario.workers))
+        if self.method.ranks:
+            self.collectives = Collectives(self.env, self.rank_count)
+            first_comm = len(self.worker_names)
+            self.rank_states = [RankState(self, r, first_comm + r) for r in range(self.rank_count)]
+            param_bytes = [layer.param_bytes for layer in self.layers]
+            self.buckets = ddp_buckets(param_bytes, scenario.distributed.bucket_bytes)
         self.plans: list[Plan] = []
         self.calls: list[tuple[int, int, int]] = []  # (worker, batch, plan id) per `steps` call
         self.times: list[float] = []  # start, end of every step, call after call
@@ -129,8 +139,14 @@ class Engine:
         for index, plan in enumerate(plans):
             yield from self.steps(worker, batch, plan, times[begin : begin + len(plan.base_s)])
             begin += len(plan.base_s)
-            if index + 1 < len(plans):
+            if index + 1 == len(plans):
+                break
+            if not self.method.ranks:
                 yield from self.synchronize(worker, barrier)
+            elif self.rank_count > 1:  # DDP's all-reduce in buckets, from the times just recorded
+                recorded = self.times[len(self.times) - 2 * len(plan.steps) :]
+                rank = worker // self.local_count
+                yield from gradient_allreduce(self, rank, batch, plan.steps, recorded)
 
     def steps(self, worker: int, batch: int, plan: Plan, times: Sequence[float]) -> Generator:
         """Run one plan's steps on the worker's device, recording each step's start and end."""
@@ -190,6 +206,8 @@ class Engine:
     def finish(self, batch: int) -> None:
         """Batch done: open the in-flight window, count it for the progress bar."""
         self.window.finish(batch)
+        if self.method.ranks:
+            self.rank_states[batch % self.rank_count].finish()
         self.finished += 1
         if self.progress is not None:
             self.progress.tick()
@@ -227,13 +245,29 @@ class Engine:
         )
 
 
+def trace_workers(scenario: Scenario) -> tuple[list[str], list[str]]:
+    """Names and devices of everyone who has spans, in worker-index order: the workers, then (methods across
+    two or more ranks) each rank's communicator on its network device."""
+    names = scenario.worker_names()
+    placement = scenario.device_of()
+    devices = [placement[name] for name in names]
+    ranks = scenario.definition.rank_count(scenario.workers)
+    if scenario.definition.ranks and ranks > 1:
+        names += [comm_name(rank) for rank in range(ranks)]
+        devices += [network_name(rank) for rank in range(ranks)]
+    return names, devices
+
+
 def worker_groups(scenario: Scenario) -> np.ndarray:
-    """Parameter copy of each worker (pdasgd.methods.Copies): one shared copy, one per replica or one per
-    worker."""
-    count = len(scenario.worker_names())
+    """Parameter copy of each of `trace_workers` (pdasgd.methods.Copies): one shared copy, one per replica,
+    one per worker or one per rank."""
+    names = trace_workers(scenario)[0]
+    count = len(names)
     copies = scenario.definition.copies
     if copies is Copies.WORKER:
         return np.arange(count)
     if copies is Copies.REPLICA:
         return np.arange(count) // scenario.workers.per_replica
+    if copies is Copies.RANK:
+        return np.array([split_rank(name)[0] or 0 for name in names], dtype=np.int64)
     return np.zeros(count, dtype=np.int64)

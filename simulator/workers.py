@@ -8,15 +8,16 @@ per-batch steps (`Engine.plan`), so a method defined only as data runs here unch
 - Hand-off: the previous role puts each finished batch on the hand-off link; it arrives in a FIFO queue
   `delays.handoff_s` later, and the earliest free worker takes it (async backward workers).
 - Counter: each worker takes the next number of a counter shared by the role whenever it is ready, so a
-  faster worker handles more batches (hogwild, lapsgd, lppsgd).
+  faster worker handles more batches (hogwild; lapsgd and lppsgd within a rank).
 
 In a method with two roles, the first role's work on batch i waits for the end of batch i - max_in_flight
-(the window) and hands the batch on; the last role finishes it. All-reduce steps synchronise every worker of
-the role (a barrier, then `delays.allreduce_s`); a round-robin worker with no batches left leaves the
-barrier. With `averaging`, a counter worker joins an averaging round after every `average_every` batches of
-its own: every worker waits for the others, then one all-reduce, and all continue from the average
-(synchronous averaging; with one replica there is nothing to average). `max_in_flight` does not apply to
+(the window) and hands the batch on; the last role finishes it. `max_in_flight` does not apply to
 single-role methods: each worker has one batch in flight.
+
+A method across ranks (ddp, lapsgd, lppsgd) runs each rank's workers on that rank's batches (batch i on
+rank i mod R); their communication is `simulator.ranks`'s. In a method of one process, all-reduce steps
+synchronise every worker of the role (a barrier, then `delays.allreduce_s`); a round-robin worker with no
+batches left leaves the barrier.
 """
 
 from __future__ import annotations
@@ -24,55 +25,66 @@ from __future__ import annotations
 from collections.abc import Generator
 
 from pdasgd.methods import Dispatch, Role
+from pdasgd.ranks import rank_batches
 from simulator.engine import Engine, Plan
+from simulator.ranks import averaging_communicator
 from simulator.resources import Barrier
 
 
 class BatchCounter:
-    """Hands out batch ids 0, 1, 2, ... to whichever worker asks first."""
+    """Hands out the batch ids of `batches` in order to whichever worker asks first."""
 
-    def __init__(self, batches: int) -> None:
+    def __init__(self, batches: range) -> None:
         self.batches = batches
         self.next = 0
 
     def take(self) -> int | None:
-        if self.next >= self.batches:
+        if self.next >= len(self.batches):
             return None
         self.next += 1
-        return self.next - 1
+        return self.batches[self.next - 1]
 
     @property
     def exhausted(self) -> bool:
-        return self.next >= self.batches
+        return self.next >= len(self.batches)
 
 
 def start_workers(engine: Engine) -> None:
-    """A SimPy process per worker, role by role."""
+    """A SimPy process per worker, rank by rank (one rank unless the method runs across ranks), role by
+    role; and a communicator per rank that averages."""
     method, workers = engine.method, engine.scenario.workers
     first_worker = 0
-    for role_index, role in enumerate(method.roles):
-        count = role.size(workers)
-        context = RoleContext(engine, role, role_index, count)
-        for index in range(count):
-            worker = first_worker + index
-            plans = engine.plan(worker, role.steps(len(engine.layers), index, workers))
-            engine.env.process(LOOPS[role.dispatch](context, worker, index, plans))
-        first_worker += count
+    for rank in range(engine.rank_count):
+        batches = rank_batches(rank, engine.rank_count, engine.batches)
+        for role_index, role in enumerate(method.roles):
+            count = role.size(workers)
+            context = RoleContext(engine, role, role_index, count, batches, rank)
+            for index in range(count):
+                worker = first_worker + index
+                plans = engine.plan(worker, role.steps(len(engine.layers), index, workers))
+                engine.env.process(LOOPS[role.dispatch](context, worker, index, plans))
+            first_worker += count
+        if method.ranks and method.averaging and engine.rank_count > 1:
+            engine.env.process(averaging_communicator(engine, engine.rank_states[rank]))
 
 
 class RoleContext:
-    """What the workers of one role share: where their batches go, their barrier and counter."""
+    """What the workers of one role (of one rank) share: their batches, where they go, their barrier,
+    counter and (blocking averaging) the rank's gate."""
 
-    def __init__(self, engine: Engine, role: Role, role_index: int, count: int) -> None:
+    def __init__(
+        self, engine: Engine, role: Role, role_index: int, count: int, batches: range, rank: int
+    ) -> None:
         method = engine.method
         self.engine = engine
         self.count = count
+        self.batches = batches
         self.gated = method.windowed and role_index == 0
         self.hands_on = role_index + 1 < len(method.roles)
-        replicated = engine.scenario.workers.replicas > 1
+        replicated = engine.scenario.workers.replicas > 1 and not method.ranks
         self.barrier = Barrier(engine.env, count) if replicated and count > 1 else None
-        self.counter = BatchCounter(engine.batches) if role.dispatch is Dispatch.COUNTER else None
-        self.every = engine.scenario.workers.average_every if method.averaging and self.barrier else None
+        self.counter = BatchCounter(batches) if role.dispatch is Dispatch.COUNTER else None
+        self.rank = engine.rank_states[rank] if method.ranks else None
 
     def done(self, batch: int) -> None:
         if self.hands_on:
@@ -83,7 +95,7 @@ class RoleContext:
 
 def round_robin_worker(role: RoleContext, worker: int, index: int, plans: list[Plan]) -> Generator:
     engine = role.engine
-    for batch in range(index, engine.batches, role.count):
+    for batch in role.batches[index :: role.count]:
         if role.gated:
             gate = engine.window.wait(batch)
             if gate is not None:
@@ -105,16 +117,14 @@ def handoff_worker(role: RoleContext, worker: int, index: int, plans: list[Plan]
 
 def counter_worker(role: RoleContext, worker: int, index: int, plans: list[Plan]) -> Generator:
     engine, counter = role.engine, role.counter
-    every = role.every or engine.batches
-    while not counter.exhausted:
-        for _ in range(every):
-            batch = counter.take()
-            if batch is None:
-                break
-            yield from engine.batch(worker, batch, plans, role.barrier)
-            role.done(batch)
-        if role.every:
-            yield from engine.synchronize(worker, role.barrier)
+    while True:
+        while role.rank is not None and (gate := role.rank.gate()) is not None:
+            yield gate  # blocking averaging: a round is due or running
+        batch = counter.take()
+        if batch is None:
+            return
+        yield from engine.batch(worker, batch, plans, role.barrier)
+        role.done(batch)
 
 
 LOOPS = {

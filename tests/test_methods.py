@@ -58,8 +58,14 @@ def test_worker_names_and_placement_groups_come_from_the_roles() -> None:
         "forward": ["forward:0", "forward:1"],
         "backward": ["backward:0", "backward:1", "backward:2"],
     }
-    assert methods.lookup("lapsgd").worker_names(workers) == [f"worker:{i}" for i in range(4)]
-    assert methods.lookup("ddp").worker_names(workers) == ["worker:0", "worker:1"]
+    lapsgd = methods.lookup("lapsgd")
+    assert lapsgd.worker_names(workers) == ["r0/worker:0", "r0/worker:1", "r1/worker:0", "r1/worker:1"]
+    assert lapsgd.local_names(workers) == ["worker:0", "worker:1"]
+    assert lapsgd.role_of(3, workers) == (lapsgd.roles[0], 1)
+    assert methods.lookup("ddp").worker_names(workers) == ["r0/worker:0", "r1/worker:0"]
+    assert methods.split_rank("r12/worker:3") == (12, "worker:3")
+    assert methods.split_rank("worker:3") == (None, "worker:3")
+    assert methods.split_worker("r1/backward:2") == ("backward", 2)
     assert lu.role_of(3, workers) == (lu.roles[1], 1)
     assert lu.windowed and not methods.lookup("hogwild").windowed
 

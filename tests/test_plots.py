@@ -45,7 +45,7 @@ def test_gantt_of_a_hand_made_measured_trace(tmp_path) -> None:
 
 
 def test_gantt_window_keeps_the_first_batches_and_their_waits() -> None:
-    trace = predicted("ddp", replicas=2)
+    trace = predicted("lapsgd", replicas=2, per_replica=1, average_every=1)  # averaging rounds: no batch
     window = _window(trace, 3)
     assert {s.batch for s in window} == {0, 1, 2, None}
     last = max(s.end_s for s in window if s.batch is not None)

@@ -115,8 +115,12 @@ def test_unplaced_workers_round_robin_over_devices():
         ("sequential", "", ["worker:0"]),
         ("async-bu", "forward = 2\nbackward = 1", ["forward:0", "forward:1", "backward:0"]),
         ("hogwild", "replicas = 1\nper_replica = 3", ["worker:0", "worker:1", "worker:2"]),
-        ("lapsgd", "replicas = 2\nper_replica = 2", ["worker:0", "worker:1", "worker:2", "worker:3"]),
-        ("ddp", "replicas = 3", ["worker:0", "worker:1", "worker:2"]),
+        (
+            "lapsgd",
+            "replicas = 2\nper_replica = 2",
+            ["r0/worker:0", "r0/worker:1", "r1/worker:0", "r1/worker:1"],
+        ),
+        ("ddp", "replicas = 3\n[run]\nbatches = 999", ["r0/worker:0", "r1/worker:0", "r2/worker:0"]),
     ],
 )
 def test_worker_names_per_method(method, workers, expected):

@@ -7,9 +7,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from pdasgd.methods import BUILT_IN
+from pdasgd.methods import BUILT_IN, split_rank
 from pdasgd.metrics import makespan_s, steady_time_per_batch_s, summarize
-from pdasgd.scenario import parse_scenario
+from pdasgd.scenario import ScenarioError, parse_scenario
 from simulator import simulate
 
 
@@ -120,7 +120,7 @@ SYNCHRONISING = [
     ("async-lu", {"workers": {"forward": 1, "backward": 2, "max_in_flight": 3}}),  # F = B / k = (F + B) / Q
     ("async-bu", {"workers": {"forward": 1, "backward": 3, "max_in_flight": 3}}),  # the window binds
     ("ddp", {"workers": {"replicas": 3}}),
-    ("lapsgd", {"workers": {"replicas": 2, "per_replica": 2, "average_every": 4}}),
+    ("lapsgd", {"workers": {"replicas": 2, "per_replica": 2, "average_every": 4, "averaging": "blocking"}}),
 ]
 # Schedules with one busy resource and no waiting: noise averages out; the seeds' mean must not be lower
 # than the fixed time by more than three standard errors.
@@ -151,25 +151,63 @@ STRAGGLER = {"worker": "worker:1", "every": 2, "extra_s": 0.5, "kind": "busy"}
 
 
 def test_ddp_straggler_slows_every_replica_exactly() -> None:
-    """F = B = 1 per batch, update 0.1 per layer, all-reduce 0.2: a step is 2 + 0.2 + 0.2 = 2.4 s, and
-    worker:1 is 0.5 s late on its 2nd, 4th and 6th batch, which every replica waits for."""
+    """F = B = 1 per batch, update 0.1 per layer, all-reduce 0.2 (one bucket: no parameter bytes): a step is
+    2 + 0.2 + 0.2 = 2.4 s, and rank 1's worker is 0.5 s late on its 2nd, 4th and 6th batch; rank 0 waits
+    for it inside the all-reduce."""
     sc = scenario(
         "ddp",
         model={"layers": 2, "forward_s": 1.0, "beta": 1.0, "update_s": 0.1},
         workers={"replicas": 2},
-        delays={"allreduce_s": 0.2, "straggler": [STRAGGLER]},
+        delays={"allreduce_s": 0.2, "straggler": [{**STRAGGLER, "worker": "r1/worker:0"}]},
     )
     trace = simulate(sc)
     assert makespan_s(trace) == pytest.approx(6 * 2.4 + 3 * 0.5, abs=1e-9)
-    waits = [s for s in trace.spans if s.op == "wait"]
-    assert [(s.worker, round(s.duration_s, 9)) for s in waits] == [("worker:0", 0.5)] * 3
-    assert Counter(s.worker for s in trace.spans if s.op == "allreduce") == {"worker:0": 6, "worker:1": 6}
+    allreduce = defaultdict(list)
+    for span in trace.spans:
+        if span.op == "allreduce":
+            allreduce[span.worker].append(round(span.duration_s, 9))
+    assert allreduce == {"r0/comm": [0.2, 0.7] * 3, "r1/comm": [0.2] * 6}
+    assert not [s for s in trace.spans if s.op == "wait"]
     assert summarize(trace).staleness.max == 0
 
 
-def test_ddp_with_a_batch_count_not_divisible_by_replicas_finishes() -> None:
-    trace = simulate(scenario("ddp", workers={"replicas": 3}, run={"batches": 7}))
-    assert sorted({s.batch for s in trace.spans if s.batch is not None}) == list(range(7))
+def test_ddp_buckets_overlap_the_backward_and_run_one_after_another() -> None:
+    """4 layers of 1 ms forward, 2 ms backward and 1 MB each; buckets of 1.5 MB hold layers (3, 2) and
+    (1, 0), ready at 8 and 12 ms. An all-reduce costs 1 ms + 2 MB / (1 GB/s) = 3 ms, and rank 1 waits 2 ms
+    before each of its communication ops: bucket 0 ends at 8 + 2 + 3 = 13 ms, bucket 1 starts when both
+    it is ready and bucket 0 is done (13 ms) and ends at 13 + 2 + 3 = 18 ms: a step of 18 ms."""
+    sc = scenario(
+        "ddp",
+        model={"layers": 4, "forward_s": 0.004, "beta": 2.0, "param_bytes": 1_000_000},
+        workers={"replicas": 2},
+        delays={
+            "allreduce_s": 0.001,
+            "allreduce_bytes_per_s": 1e9,
+            "comm": [{"rank": 1, "extra_s": 0.002}],
+        },
+        distributed={"bucket_mb": 1.5 / 1.048576},
+        run={"batches": 4},
+    )
+    trace = simulate(sc)
+    comm = sorted(
+        ((s.worker, s.op, s.batch, s.layer, round(s.start_s, 9), round(s.end_s, 9)) for s in trace.spans)
+        for _ in [0]
+    )[0]
+    first_step = [row for row in comm if row[0].endswith("/comm") and row[2] in (0, 1)]
+    assert sorted(first_step) == [
+        ("r0/comm", "allreduce", 0, 0, 0.013, 0.018),
+        ("r0/comm", "allreduce", 0, 2, 0.008, 0.013),
+        ("r1/comm", "allreduce", 1, 0, 0.015, 0.018),
+        ("r1/comm", "allreduce", 1, 2, 0.01, 0.013),
+        ("r1/comm", "wait", 1, 0, 0.013, 0.015),
+        ("r1/comm", "wait", 1, 2, 0.008, 0.01),
+    ]
+    assert makespan_s(trace) == pytest.approx(2 * 0.018, abs=1e-12)
+
+
+def test_methods_across_ranks_need_the_same_batches_on_every_rank() -> None:
+    with pytest.raises(ScenarioError, match=r"^run.batches: ddp gives every rank the same number"):
+        scenario("ddp", workers={"replicas": 3}, run={"batches": 7})
 
 
 def test_a_straggler_costs_ddp_more_than_async_lu() -> None:
@@ -184,7 +222,8 @@ def test_a_straggler_costs_ddp_more_than_async_lu() -> None:
 
     ddp = {"replicas": 2}
     lu = {"forward": 1, "backward": 2}
-    ddp_slowdown = per_batch("ddp", ddp, STRAGGLER) / per_batch("ddp", ddp, None)
+    ddp_straggler = {**STRAGGLER, "worker": "r1/worker:0"}
+    ddp_slowdown = per_batch("ddp", ddp, ddp_straggler) / per_batch("ddp", ddp, None)
     lu_slowdown = per_batch("async-lu", lu, {**STRAGGLER, "worker": "backward:1"}) / per_batch(
         "async-lu", lu, None
     )
@@ -217,37 +256,60 @@ def test_hogwild_versions_are_shared_by_all_workers() -> None:
     assert summarize(trace).staleness.per_layer_mean == [0.5, 0.5]
 
 
-def test_lapsgd_with_one_replica_is_hogwild() -> None:
+def test_lapsgd_with_one_rank_is_hogwild() -> None:
     workers = {"replicas": 1, "per_replica": 2, "average_every": 3}
     lapsgd = simulate(scenario("lapsgd", workers=workers))
     hogwild = simulate(scenario("hogwild", workers=workers))
-    assert lapsgd.spans == hogwild.spans
+    local = [
+        (split_rank(s.worker)[1], s.op, s.batch, s.layer, s.start_s, s.end_s, s.version) for s in lapsgd.spans
+    ]
+    assert local == [(s.worker, s.op, s.batch, s.layer, s.start_s, s.end_s, s.version) for s in hogwild.spans]
 
 
-def test_lapsgd_averages_every_few_local_steps() -> None:
-    """Two replicas of one worker, 3 local steps (2.2 s each with updates) then a 0.2 s all-reduce."""
-    sc = scenario(
-        "lapsgd",
-        model={"layers": 2, "forward_s": 1.0, "beta": 1.0, "update_s": 0.1},
-        workers={"replicas": 2, "per_replica": 1, "average_every": 3},
-        delays={"allreduce_s": 0.2},
-    )
+LAPSGD = {
+    "model": {"layers": 2, "forward_s": 1.0, "beta": 1.0, "update_s": 0.1},
+    "delays": {"allreduce_s": 0.2},
+}
+
+
+def test_lapsgd_averages_in_the_background() -> None:
+    """Two ranks of one worker, 6 batches each of 2.2 s with updates; rounds after local batches 3 and 6
+    and a last one: the workers never wait, the communicators average at 6.6, 13.2 and 13.4 s."""
+    sc = scenario("lapsgd", workers={"replicas": 2, "per_replica": 1, "average_every": 3}, **LAPSGD)
     trace = simulate(sc)
-    assert makespan_s(trace) == pytest.approx(2 * (3 * 2.2 + 0.2), abs=1e-9)
-    allreduce = [s for s in trace.spans if s.op == "allreduce"]
-    assert len(allreduce) == 4 and all(s.duration_s == pytest.approx(0.2) for s in allreduce)
-    assert summarize(trace).staleness.max == 0  # one worker per replica copy
-
-
-def test_lapsgd_replicas_wait_for_a_straggler_at_averaging() -> None:
-    sc = scenario(
-        "lapsgd",
-        workers={"replicas": 2, "per_replica": 1, "average_every": 2},
-        delays={"straggler": [{"worker": "worker:1", "every": 2, "extra_s": 0.7, "kind": "busy"}]},
+    ends = [s.end_s for s in trace.spans if s.op == "update" and s.layer == 0 and s.worker == "r0/worker:0"]
+    assert ends == pytest.approx([2.2 * k for k in range(1, 7)], abs=1e-9)
+    rounds = sorted(
+        (s.worker, round(s.start_s, 9), round(s.end_s, 9)) for s in trace.spans if s.op == "allreduce"
     )
-    waits = [s for s in simulate(sc).spans if s.op == "wait"]
-    assert waits and {s.worker for s in waits} == {"worker:0"}
-    assert all(s.duration_s == pytest.approx(0.7) for s in waits)
+    assert rounds == [
+        (f"r{r}/comm", start, round(start + 0.2, 9)) for r in (0, 1) for start in (6.6, 13.2, 13.4)
+    ]
+    assert summarize(trace).staleness.max == 0  # one worker per rank's copy; a round is not a version
+
+
+def test_blocking_averaging_holds_the_workers_for_each_round() -> None:
+    workers = {"replicas": 2, "per_replica": 1, "average_every": 3, "averaging": "blocking"}
+    trace = simulate(scenario("lapsgd", workers=workers, **LAPSGD))
+    ends = [s.end_s for s in trace.spans if s.op == "update" and s.layer == 0 and s.worker == "r0/worker:0"]
+    assert ends == pytest.approx([2.2, 4.4, 6.6, 9.0, 11.2, 13.4], abs=1e-9)  # 0.2 s after batch 3
+    assert makespan_s(trace) == pytest.approx(13.4 + 0.2 + 0.2, abs=1e-9)  # round 2, then the last
+
+
+@pytest.mark.parametrize("averaging", ["background", "blocking"])
+def test_a_straggling_rank_holds_back_the_other_only_when_averaging_blocks(averaging: str) -> None:
+    workers = {"replicas": 2, "per_replica": 1, "average_every": 2, "averaging": averaging}
+    late = {"straggler": [{"worker": "r1/worker:0", "every": 2, "extra_s": 0.7, "kind": "busy"}]}
+
+    def rank0_end(delays: dict) -> float:
+        trace = simulate(scenario("lapsgd", workers=workers, delays=delays, run={"batches": 24}))
+        return max(s.end_s for s in trace.spans if s.worker == "r0/worker:0")
+
+    assert rank0_end({}) == pytest.approx(12 * 2.0)
+    if averaging == "background":
+        assert rank0_end(late) == rank0_end({})
+    else:  # rank 0 waits at each round for rank 1's 0.7 s; the sixth comes after rank 0's last batch
+        assert rank0_end(late) == pytest.approx(12 * 2.0 + 5 * 0.7, abs=1e-9)
 
 
 def test_lppsgd_workers_update_only_their_partition() -> None:
@@ -260,8 +322,13 @@ def test_lppsgd_workers_update_only_their_partition() -> None:
             updated[span.worker].add(span.layer)
         if span.op == "backward":
             backward[span.worker].add(span.layer)
-    assert updated == {"worker:0": {0, 1}, "worker:1": {2, 3}, "worker:2": {0, 1}, "worker:3": {2, 3}}
-    assert backward["worker:1"] == {2, 3} and backward["worker:0"] == {0, 1, 2, 3}
+    assert updated == {
+        "r0/worker:0": {0, 1},
+        "r0/worker:1": {2, 3},
+        "r1/worker:0": {0, 1},
+        "r1/worker:1": {2, 3},
+    }
+    assert backward["r0/worker:1"] == {2, 3} and backward["r0/worker:0"] == {0, 1, 2, 3}
     # less backward per batch: without averaging rounds holding them back, the workers get through more
     alone = {"replicas": 1, "per_replica": 2}
     lppsgd = simulate(scenario("lppsgd", model=model, workers=alone, run={"batches": 24}))
