@@ -126,14 +126,18 @@ class Window:
 
 
 class BatchSource:
-    """Batch i of a deterministic stream for any worker, moved to `device`; starts at batch `first`."""
+    """Batch i of a deterministic stream for any worker, moved to `device`; starts at batch `first`. Rank
+    `rank` of `ranks` keeps only its batches (rank, rank + ranks, ...) and drops the others unread."""
 
-    def __init__(self, stream: Iterator, first: int, device: torch.device) -> None:
+    def __init__(
+        self, stream: Iterator, first: int, device: torch.device, rank: int = 0, ranks: int = 1
+    ) -> None:
         self._stream = stream
         self._next = 0
         self._ready: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
         self.device = device
+        self.rank, self.ranks = rank, ranks
         for _ in range(first):  # a resumed run skips the batches already trained on
             next(stream)
         self._next = first
@@ -141,7 +145,9 @@ class BatchSource:
     def get(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         with self._lock:
             while self._next <= batch:
-                self._ready[self._next] = next(self._stream)
+                pair = next(self._stream)
+                if self._next % self.ranks == self.rank:
+                    self._ready[self._next] = pair
                 self._next += 1
             x, y = self._ready.pop(batch)
         if self.device.type != "cpu":

@@ -202,6 +202,19 @@ class VersionedLayer:
                 new.append(torch.add(param, grad, alpha=-lr, out=out))
         return params if in_place else tuple(new)
 
+    def shift(self, deltas: Sequence[torch.Tensor], ready: Callable[[], object] | None = None) -> Version:
+        """Add `deltas` to the latest version's tensors (an averaging round: lapsgd's `avg - snapshot`),
+        as new tensors under the same number: a round is not a version (docs/design.md), and a pending
+        graph that read the old tensors keeps them. Readers get the result if they got the latest."""
+        with self.lock:
+            old = _ready(self.latest)
+            tensors = tuple(torch.add(t, d) for t, d in zip(old.tensors, deltas, strict=True))
+            new = Version(old.number, tensors, ready() if ready else None)
+            if self.current is old:
+                self.current = new
+            self.latest = new
+        return new
+
     def copy_tensors(
         self, into: tuple[torch.Tensor, ...] | None = None
     ) -> tuple[int, tuple[torch.Tensor, ...]]:

@@ -44,6 +44,7 @@ from executor.setup import make_context, make_setup
 from executor.timing import waited
 from executor.workers import PendingBatch, Worker
 from pdasgd.intervals import Interval, mean_interval
+from pdasgd.methods import ALLREDUCE
 from pdasgd.scenario import Delays, Layer, Scenario
 
 OPS = ("forward", "backward", "update")
@@ -100,7 +101,9 @@ def measure(
         layer.in_place = layer.in_place and alone
     ctx = make_context(setup, threading.Event())
     errors: list[BaseException] = []
-    steps = tuple(scenario.definition.batch_steps(len(setup.layers), scenario.workers))
+    # an all-reduce (ddp's, across ranks) is no cost of one worker's: the ranks' probe measures it
+    every = scenario.definition.batch_steps(len(setup.layers), scenario.workers)
+    steps = tuple(step for step in every if step.op != ALLREDUCE)
     stop = _stopper(ctx, warmup, enough)
     thread = threading.Thread(target=_train, args=(ctx, steps, errors, stop), name="pdasgd profile")
     thread.start()

@@ -127,6 +127,8 @@ def build_trace(
     ctx.clock.finish()
     spans = sorted((s for log in ctx.logs.values() for s in log.spans()), key=lambda s: (s.start_s, s.end_s))
     slots = {ctx.device: len(ctx.streams.pool) if ctx.streams else cpu_slots()}
+    for log in ctx.logs.values():
+        slots.setdefault(log.device, 1)  # a rank's network: one communication op at a time
     return Trace(
         spans=spans,
         source="executor",

@@ -18,7 +18,12 @@ The threads are the method's workers (`pdasgd.methods`): each role's workers run
 (`executor.workers`) over the role's steps. The executor runs every method whose definition names it in
 `engines` (sequential, async-lu, async-bu, hogwild, and variants defined as data) on one device (the CPU or
 one GPU); it ignores `[[device]]`, `[placement]` and `delays.jitter_cv` (a real run has its own noise; the
-timed network sleeps exact costs). lapsgd, lppsgd and ddp need torch.distributed and come later.
+timed network sleeps exact costs).
+
+Methods across ranks (ddp, lapsgd, lppsgd) run one process per rank on torch.distributed: `run` starts
+them through torch's launcher (`executor.launch`), or, in a process that torchrun started as a rank, joins
+that world. A rank's own run is this same `run` with its `world` (`executor.ranks`): its share of the
+batches, its workers, and its communicator thread.
 """
 
 from __future__ import annotations
@@ -29,11 +34,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from executor import checkpoint as checkpoints
+from executor.ddp import ddp_worker
 from executor.links import Link, Stopped, Window
 from executor.results import Curve, RunResult, accuracy_curve, build_trace, snapshot_pool, take_snapshot
 from executor.setup import PARAMETER_COPIES, Setup, make_context, make_setup
@@ -92,6 +99,7 @@ def run(
     curve_points: int = 10,
     baseline: bool = False,
     cpu_times: bool = False,
+    world: Any = None,
 ) -> RunResult:
     """Train `scenario` for real and trace it (module docstring).
 
@@ -99,39 +107,77 @@ def run(
     finished batches. `probe` (tests) gets `batch(i, x, y)`, `read(i, m, version, tensors)` and
     `gradient(i, m, version, grads)` calls from the workers. `baseline` first runs sequential on the same
     batches, which sets `sequential_batch_s` and so the summary's `speedup_vs_sequential`. `cpu_times`
-    records every step's thread CPU time (`RunResult.cpu_times`, for calibrating costs).
+    records every step's thread CPU time (`RunResult.cpu_times`, for calibrating costs). `world` (an
+    `executor.world.World`) runs this process's rank of a method across ranks.
     """
     check_method(scenario)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every: must be >= 1, got {checkpoint_every}")
+    if scenario.definition.ranks and world is None:
+        from executor.launch import run_ranks
+
+        if checkpoint_dir is not None or probe is not None or cpu_times:
+            raise ValueError(f"{scenario.method} runs across ranks: no checkpoints, probes or CPU times")
+        return run_ranks(scenario, progress, curve_points, baseline, stop_event)
     sequential_s = sequential_batch_s(scenario) if baseline else None
-    setup = make_setup(scenario, checkpoint_dir, PARAMETER_COPIES + curve_points + 1)
-    ctx, curve = _context(setup, probe, curve_points, stop_event or threading.Event())
+    copies = PARAMETER_COPIES + curve_points + 1
+    setup = make_setup(scenario, checkpoint_dir, copies, device=world.device if world else None)
+    ctx, curve = _context(setup, probe, curve_points, stop_event or threading.Event(), world)
     if cpu_times:
         ctx.cpu_times = {}
     if checkpoint_dir is not None:
         ctx.on_finish = _chain(ctx.on_finish, _checkpointer(setup, ctx, checkpoint_dir, checkpoint_every))
     errors: list[tuple[str, BaseException]] = []
     wake = threading.Event()
+    parts = _rank_parts(scenario, ctx, world, errors, wake)
     threads = [_thread(ctx, name, target, args, errors, wake) for name, target, args in _plan(scenario, ctx)]
     if setup.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(setup.device)
     if ctx.delivery is not None:
         ctx.delivery.thread.start()
+    if parts is not None:
+        parts.start()
     try:
         _supervise(threads, ctx, errors, wake, progress, scenario.run.op_timeout_s)
+        if parts is not None and not errors and not ctx.stop.is_set():
+            _finish_rank(parts, errors)
     except KeyboardInterrupt:
+        ctx.stop.set()
         _join(threads)
-        raise RunInterrupted(_result(setup, ctx, curve, sequential_s, completed=False)) from None
+        raise RunInterrupted(_result(setup, ctx, curve, sequential_s, completed=False, world=world)) from None
     finally:
         if ctx.delivery is not None:
             ctx.delivery.close()
+        if parts is not None:  # stopped: a collective the other ranks never join cannot end; leave it
+            parts.close(0.0 if ctx.stop.is_set() else JOIN_S)
     if errors:
         failure = _failure(*errors[0])
-        failure.result = _result(setup, ctx, curve, sequential_s, completed=False)
+        failure.result = _result(setup, ctx, curve, sequential_s, completed=False, world=world)
         raise failure from errors[0][1]
-    done = ctx.progress.completed == ctx.end - ctx.first
-    return _result(setup, ctx, curve, sequential_s, completed=done)
+    done = ctx.progress.completed == len(ctx.batch_ids)
+    return _result(setup, ctx, curve, sequential_s, completed=done, world=world)
+
+
+def _rank_parts(scenario: Scenario, ctx: Context, world: Any, errors: list, wake: threading.Event):
+    """A rank's communicator and averaging or DDP (executor.ranks); None in a single process."""
+    if world is None:
+        return None
+    from executor.ranks import RankParts
+
+    def report(name: str, error: BaseException) -> None:
+        errors.append((name, error))
+        ctx.stop.set()
+        wake.set()
+
+    return RankParts(scenario, ctx, world, report)
+
+
+def _finish_rank(parts: Any, errors: list) -> None:
+    try:
+        parts.finish()
+    except Exception as error:  # the communicator's error: a collective failed or timed out
+        if not errors:
+            errors.append(("comm", error))
 
 
 def _failure(name: str, error: BaseException) -> RunFailed:
@@ -152,13 +198,13 @@ def sequential_batch_s(scenario: Scenario) -> float:
 
 
 def _context(
-    setup: Setup, probe: object | None, curve_points: int, stop: threading.Event
+    setup: Setup, probe: object | None, curve_points: int, stop: threading.Event, world: Any = None
 ) -> tuple[Context, Curve]:
-    total = setup.scenario.run.batches
+    total = setup.scenario.run.batches // (world.size if world else 1)
     every = max(1, total // curve_points) if curve_points else total + 1
     # allocated before the context starts the run's clock: filling the copies is no part of the run
     curve = Curve(every, pool=snapshot_pool(setup, min(total // every, curve_points + 1)))
-    ctx = make_context(setup, stop, probe)
+    ctx = make_context(setup, stop, probe, world)
     ctx.on_finish = lambda batch, completed: curve.maybe_take(setup, ctx, completed)
     return ctx, curve
 
@@ -204,8 +250,9 @@ def _plan(scenario: Scenario, ctx: Context) -> list[tuple[str, Callable, tuple]]
     for r, role in enumerate(method.roles):
         source, sink = links[r - 1] if r else None, links[r] if r < len(links) else None
         shared = RoleContext(ctx, role, sizes[r], window, [source, sink])
+        loop = ddp_worker if ctx.ddp is not None else LOOPS[role.dispatch]
         for index, name in enumerate(role.worker_names(workers)):
-            plan.append((name, LOOPS[role.dispatch], (shared, index, slot)))
+            plan.append((name, loop, (shared, index, slot)))
             slot += 1
     return plan
 
@@ -307,7 +354,7 @@ def _join(threads: list[threading.Thread]) -> None:
 
 
 def _result(
-    setup: Setup, ctx: Context, curve: Curve, sequential_s: float | None, completed: bool
+    setup: Setup, ctx: Context, curve: Curve, sequential_s: float | None, completed: bool, world: Any = None
 ) -> RunResult:
     ctx.clock.finish()
     final = take_snapshot(setup, ctx.streams, ctx.progress.completed, ctx.clock.now_s())
@@ -317,7 +364,10 @@ def _result(
         peak = torch.cuda.max_memory_allocated(setup.device)
     else:
         peak = setup.meter.peak_bytes
-    trace = build_trace(setup, ctx, peak, points[-1][2], sequential_s, interrupted=not completed)
+    ranked = {"clock_start_s": ctx.clock.start}
+    if world is not None:
+        ranked |= {"rank": world.rank, "clock_offset_bound_s": world.offset_bound_s, "backend": world.backend}
+    trace = build_trace(setup, ctx, peak, points[-1][2], sequential_s, interrupted=not completed, **ranked)
     return RunResult(
         trace=trace,
         summary=metrics.summarize(trace),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +26,8 @@ from executor.networks import activation_bytes, build_network
 from executor.params import SGD, VersionedLayer
 from executor.timing import CudaStreams, make_clock
 from executor.workers import Completions, Context, Delivery
+from pdasgd.methods import split_rank
+from pdasgd.ranks import rank_batches
 from pdasgd.scenario import Scenario
 
 PARAMETER_COPIES = 4  # current and latest version, momentum, gradients
@@ -70,11 +73,15 @@ def cpu_slots() -> int:
 
 
 def make_setup(
-    scenario: Scenario, checkpoint_dir: str | os.PathLike | None = None, copies: int = PARAMETER_COPIES
+    scenario: Scenario,
+    checkpoint_dir: str | os.PathLike | None = None,
+    copies: int = PARAMETER_COPIES,
+    device: torch.device | None = None,
 ) -> Setup:
-    """Everything before the first batch (module docstring); `copies` of the parameters must fit in memory."""
+    """Everything before the first batch (module docstring); `copies` of the parameters must fit in memory;
+    `device` (a rank's) replaces `train.device`."""
     train, seed = scenario.train, scenario.run.seed
-    device = resolve_device(train.device)
+    device = device or resolve_device(train.device)
     warm_up()
     dataset = load_dataset(train, seed)
 
@@ -130,16 +137,24 @@ def _restored_layer(saved: dict, sgd: SGD, meter: MemoryMeter, device: torch.dev
     return VersionedLayer(tensors, sgd, meter, saved["version"], momentum, in_place)
 
 
-def make_context(setup: Setup, stop: threading.Event, probe: object | None = None) -> Context:
-    """What the workers of a run of `setup` share, with a fresh clock and the seeded batch stream."""
+def make_context(
+    setup: Setup, stop: threading.Event, probe: object | None = None, world: Any = None
+) -> Context:
+    """What the workers of a run of `setup` share, with a fresh clock and the seeded batch stream; a rank
+    (`world`) trains its share of the batches, and its stragglers are those named with its rank."""
     scenario = setup.scenario
     stream = batch_stream(setup.dataset, scenario.train.batch_size, scenario.run.seed)
+    rank, ranks = (world.rank, world.size) if world is not None else (0, 1)
+    stragglers = {s.worker: s for s in scenario.delays.stragglers}
+    if world is not None:
+        named = [(split_rank(s.worker), s) for s in scenario.delays.stragglers]
+        stragglers = {local: s for (at, local), s in named if at == rank}
     return Context(
         method=scenario.definition,
         workers=scenario.workers,
         blocks=setup.blocks,
         layers=setup.layers,
-        source=BatchSource(stream, setup.first, setup.device),
+        source=BatchSource(stream, setup.first, setup.device, rank, ranks),
         clock=make_clock(setup.device),
         stop=stop,
         meter=setup.meter,
@@ -150,9 +165,10 @@ def make_context(setup: Setup, stop: threading.Event, probe: object | None = Non
         device=str(setup.device) if setup.device.type == "cuda" else "cpu",
         progress=Completions(setup.first),
         streams=_streams(setup),
-        stragglers={s.worker: s for s in scenario.delays.stragglers},
+        stragglers=stragglers,
         delivery=Delivery(scenario.delays.visibility_s, stop) if scenario.delays.visibility_s > 0 else None,
         probe=probe,
+        batch_ids=rank_batches(rank, ranks, scenario.run.batches) if world is not None else range(0),
     )
 
 

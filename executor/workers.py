@@ -144,6 +144,13 @@ class Context:
     logs: dict[str, SpanLog] = field(default_factory=dict)
     current: dict[str, tuple | None] = field(default_factory=dict)  # worker: (step, batch, start) or None
     cpu_times: dict[str, list] | None = None  # worker: (op, batch, layer, thread CPU seconds) per step
+    batch_ids: range = range(0)  # the batches this process trains: first..end, or a rank's share
+    gate: Callable[[], None] | None = None  # blocking averaging: a counter worker calls it before a batch
+    ddp: Any = None  # executor.ddp.DdpModel of a ddp rank
+
+    def __post_init__(self) -> None:
+        if not self.batch_ids:
+            self.batch_ids = range(self.first, self.end)
 
 
 @dataclass
@@ -248,8 +255,7 @@ class Worker:
         if m == self.top:
             item.x = None
             item.loss = float(output.detach())
-            if not math.isfinite(item.loss):
-                raise NonFiniteLoss(f"loss is {item.loss} at batch {item.index} (try a lower train.lr)")
+            self.check_loss(item)
         start = stamp()
         self._owed(item)
         grads, item.grad = backward_block(output, item.grad, leaves, x_in)
@@ -260,6 +266,10 @@ class Worker:
         ctx.meter.sub(ctx.activation_bytes[m])
         if ctx.probe:
             ctx.probe.gradient(item.index, m, number, grads)
+
+    def check_loss(self, item: PendingBatch) -> None:
+        if not math.isfinite(item.loss):
+            raise NonFiniteLoss(f"loss is {item.loss} at batch {item.index} (try a lower train.lr)")
 
     def update(self, item: PendingBatch, m: int, at_once: bool) -> None:
         ctx, stamp = self.ctx, self.ctx.clock.stamp
@@ -292,19 +302,19 @@ class Worker:
 
 
 class Counter:
-    """Hands out batch numbers first to last to whichever worker asks."""
+    """Hands out the batch numbers of `batches` first to last to whichever worker asks."""
 
-    def __init__(self, first: int, end: int) -> None:
-        self._next = first
-        self.end = end
+    def __init__(self, batches: range) -> None:
+        self._batches = batches
+        self._next = 0
         self._lock = threading.Lock()
 
     def take(self) -> int | None:
         with self._lock:
-            if self._next >= self.end:
+            if self._next >= len(self._batches):
                 return None
             self._next += 1
-            return self._next - 1
+            return self._batches[self._next - 1]
 
 
 class RoleContext:
@@ -315,7 +325,7 @@ class RoleContext:
         self.count = count
         self.window = window
         self.source, self.sink = links  # the link batches come from, and the one they go to (or None)
-        self.counter = Counter(ctx.first, ctx.end) if role.dispatch is Dispatch.COUNTER else None
+        self.counter = Counter(ctx.batch_ids) if role.dispatch is Dispatch.COUNTER else None
 
     def done(self, worker: Worker, item: PendingBatch) -> None:
         if self.sink is not None:
@@ -329,8 +339,8 @@ class RoleContext:
 def round_robin_worker(ctx: Context, name: str, role: RoleContext, index: int, slot: int) -> None:
     worker = Worker(ctx, name, role.role.steps(len(ctx.layers), index, ctx.workers))
     gated = role.sink is not None and role.window is not None
-    for batch in range(ctx.first, ctx.end):
-        if batch % role.count != index:
+    for batch in ctx.batch_ids:
+        if (batch // ctx.batch_ids.step) % role.count != index:  # a rank's k-th batch is rank + k x ranks
             continue
         if gated:
             role.window.enter(batch)
@@ -349,7 +359,12 @@ def handoff_worker(ctx: Context, name: str, role: RoleContext, index: int, slot:
 
 def counter_worker(ctx: Context, name: str, role: RoleContext, index: int, slot: int) -> None:
     worker = Worker(ctx, name, role.role.steps(len(ctx.layers), index, ctx.workers))
-    while (batch := role.counter.take()) is not None:
+    while True:
+        if ctx.gate is not None:
+            ctx.gate()
+        batch = role.counter.take()
+        if batch is None:
+            return
         _one(ctx, worker, role, PendingBatch(batch), slot)
 
 

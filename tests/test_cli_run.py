@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pdasgd import methods
 from pdasgd.cli.main import main
 from pdasgd.metrics import SUMMARY_KEYS
 from pdasgd.scenario import load_scenario
@@ -82,9 +84,12 @@ def test_bad_flags_are_one_line_errors(tmp_path, capsys, argv, message) -> None:
 
 
 def test_methods_outside_the_executor_are_one_line_errors(tmp_path, capsys) -> None:
-    assert main(["run", str(write(tmp_path, method="ddp"))]) == 2
+    hogwild = methods.lookup("hogwild")
+    only = dataclasses.replace(hogwild, name="sim-only", engines=("simulator",))
+    with methods.registered(only):
+        assert main(["run", str(write(tmp_path, method="sim-only"))]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "pdasgd run: error: method ddp: not in the executor yet (simulator only)"
+    assert err == "pdasgd run: error: method sim-only: not in the executor yet (simulator only)"
 
 
 def test_a_nan_loss_is_a_one_line_error(tmp_path, capsys) -> None:

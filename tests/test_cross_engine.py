@@ -22,6 +22,7 @@ import pytest
 import simulator.core
 from executor.runtime import run
 from pdasgd.scenario import Scenario, parse_scenario
+from simulator.engine import worker_groups
 from simulator.records import FORWARD, UPDATE
 
 THROUGHPUT_REL = 0.03
@@ -40,6 +41,7 @@ def busy(worker: str, every: int = 3, extra_s: float = 0.02) -> dict:
 
 APART = sleep("worker:1", every=2, extra_s=0.003)
 WINDOW = {"backward": 2, "max_in_flight": 2}
+APART_R0, APART_R1 = (sleep(f"r{r}/worker:1", every=2, extra_s=0.004)["straggler"][0] for r in (0, 1))
 TWO_FORWARD = {"forward": 2, "backward": 3}
 
 # name: (method, workers, delays, per-layer (forward, backward, update) ms)
@@ -106,9 +108,36 @@ CASES = {
         busy("worker:1"),
         [(3.2, 11.2, 0.7), (5.4, 9.8, 1.4), (4.2, 9.1, 1.4)],
     ),
+    # across 2 ranks (a process each): communication delays, averaging rounds, DDP's bucketed all-reduce
+    "ddp-ranks": (
+        "ddp",
+        {"replicas": 2},
+        {"allreduce_s": 0.002, "comm": [{"rank": 1, "extra_s": 0.003}]},
+        [(4.1, 8.3, 1.2), (5.2, 9.1, 1.5), (3.7, 7.7, 1.1)],
+    ),
+    "lapsgd-ranks": (
+        "lapsgd",
+        {"replicas": 2, "per_replica": 2, "average_every": 4},
+        {"allreduce_s": 0.002, "straggler": [{**APART_R0, "extra_s": 0.006}, {**APART_R1, "extra_s": 0.006}]},
+        [(3.2, 11.2, 0.7), (5.4, 9.8, 1.4), (4.2, 9.1, 1.4)],
+    ),
+    "lapsgd-ranks-blocking": (
+        "lapsgd",
+        {"replicas": 2, "per_replica": 1, "average_every": 2, "averaging": "blocking"},
+        {"allreduce_s": 0.004, **sleep("r1/worker:0", every=3, extra_s=0.01)},
+        [(3.9, 8.8, 1.3), (5.1, 9.6, 1.2), (4.4, 8.1, 1.6)],
+    ),
+    "lppsgd-ranks": (
+        "lppsgd",
+        {"replicas": 2, "per_replica": 2, "average_every": 4},
+        {"allreduce_s": 0.002, "comm": [{"rank": 0, "extra_s": 0.004}], "straggler": [APART_R0, APART_R1]},
+        [(3.2, 11.2, 0.7), (5.4, 9.8, 1.4), (4.2, 9.1, 1.4)],
+    ),
 }
 # one case per knob and method in the default suite; the rest are marked slow
 FAST = {
+    "ddp-ranks",
+    "lapsgd-ranks",
     "sequential",
     "lu",
     "bu-handoff",
@@ -149,6 +178,7 @@ def clearance_s(sc: Scenario) -> float:
     predicted schedule, leaving out the ties the schedule forces: a read that starts exactly when the
     update's batch ended, on the same worker or because that end opened the window."""
     rows = simulator.core.run_simpy(sc)
+    copy = worker_groups(sc)  # across ranks a read can only see its own rank's updates
     reads = np.flatnonzero((rows.op == FORWARD) & (rows.batch >= sc.run.warmup))
     updates = np.flatnonzero(rows.op == UPDATE)
     least = np.inf
@@ -156,6 +186,7 @@ def clearance_s(sc: Scenario) -> float:
         r = reads[rows.layer[reads] == layer]
         u = updates[rows.layer[updates] == layer]
         gap = np.abs(rows.start_s[r][:, None] - rows.visible_s[u][None, :])
+        gap[copy[rows.worker[r]][:, None] != copy[rows.worker[u]][None, :]] = np.inf
         same_worker = rows.worker[r][:, None] == rows.worker[u][None, :]
         window = rows.batch[r][:, None] - sc.workers.max_in_flight == rows.batch[u][None, :]
         forced = (gap < 1e-9) & (same_worker | (window & sc.definition.windowed))

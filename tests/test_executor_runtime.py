@@ -15,7 +15,6 @@ from executor.results import Snapshot, evaluate_snapshot
 from executor.runtime import run
 from executor.setup import make_setup
 from pdasgd.metrics import summarize
-from pdasgd.scenario import ScenarioError
 
 
 def spans_of(trace, op):
@@ -178,13 +177,6 @@ def test_baseline_gives_a_speedup_over_sequential() -> None:
     result = run(scenario("async-lu", run={"batches": 10, "warmup": 2}), baseline=True)
     assert result.trace.sequential_batch_s > 0
     assert result.summary.speedup_vs_sequential > 0
-
-
-@pytest.mark.parametrize("method", ["lapsgd", "lppsgd", "ddp"])
-def test_distributed_methods_are_refused_in_one_line(method: str) -> None:
-    sc = scenario(method, workers={"replicas": 2})
-    with pytest.raises(ScenarioError, match=f"^method {method}: not in the executor yet"):
-        run(sc)
 
 
 def test_hogwild_workers_each_update_every_layer_of_their_own_batches() -> None:

@@ -327,7 +327,7 @@ FLAGS = [
     ("run-chrome-under-file", ["run", "{s}", "--chrome", "{file}/c.json"], "--chrome"),
     ("run-checkpoint-on-file", ["run", "{s}", "--checkpoint", "{file}"], "--checkpoint"),
     ("run-checkpoint-unwritable", ["run", "{s}", "--checkpoint", "/proc/pdasgd-ckpt"], "--checkpoint"),
-    ("run-simulator-only-method", ["run", "{ddp}"], "method ddp: not in the executor"),
+    ("run-nccl-on-cpu", ["run", "{ddp}"], "distributed.backend: nccl needs CUDA devices"),
     ("compare-batches-zero", ["compare", "{s}", "--batches", "0"], "--batches"),
     ("compare-out-file", ["compare", "{s}", "--out", "{file}"], "--out"),
     ("compare-out-under-file", ["compare", "{s}", "--out", "{file}/x"], "--out"),
@@ -376,7 +376,12 @@ def fill(argv: list[str], work: Path) -> list[str]:
         "long": write(
             work, "long.toml", "[model]\nlayers = 50\nforward_s = 1.0\nbeta = 2.0\n[run]\nbatches = 1000000\n"
         ),
-        "ddp": write(work, "ddp.toml", 'method = "ddp"\n' + table("train", "width = 8\ndepth = 1", False)),
+        "ddp": write(
+            work,
+            "ddp.toml",
+            'method = "ddp"\n[distributed]\nbackend = "nccl"\n'
+            + table("train", 'width = 8\ndepth = 1\ndevice = "cpu"', False),
+        ),
         "train": write(work, "train.toml", table("train", 'width = 8\ndepth = 1\ndataset = "digits"', False)),
         "dir": work / "a-folder",
         "file": write(work, "a-file", "not a folder"),

@@ -89,7 +89,7 @@ def compare_one(
     profile of the same network exists."""
     import executor
     from pdasgd.closed_forms import theory_for
-    from pdasgd.machine import on_machine
+    from pdasgd.machine import on_machine, with_network
     from pdasgd.metrics import steady_time_per_batch_s, summarize
 
     costs = profiled(scenario, force, fresh)
@@ -100,6 +100,7 @@ def compare_one(
     if alone:  # this run is its own sequential reference
         sequential_batch_s = steady_time_per_batch_s(measured_trace)
     machine = on_machine(scenario, measured_trace.device_slots, costs.jitter_cv, costs.efficiency)
+    machine = with_network(machine, measured_trace.info.get("allreduce_probe"))
     prediction = predict(machine, costs.precision, costs.sequential_batch_s, progress)
     summaries = {
         "predicted": prediction["summary"],

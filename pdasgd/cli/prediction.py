@@ -96,7 +96,8 @@ def profiled(scenario: Scenario, force: bool = False, fresh: bool = False) -> Pr
     sequential_s = sum(layer.cost(op) for layer in solo for op in ("forward", "backward", "update"))
     if scenario.model is not None and not force:
         return Profiled(scenario, batch_matched_cv(solo), sequential_s, pipelined=False)
-    if len(scenario.worker_names()) == 1:
+    if len(scenario.worker_names()) == 1 or scenario.definition.ranks:
+        # across ranks each rank is a process: no calibration run of threads in one process covers it
         model = Model(tuple(layer.layer("mean") for layer in solo))
         costed = dataclasses.replace(scenario, model=model)
         return Profiled(costed, batch_matched_cv(solo), sequential_s, False, solo_precision, solo_age)

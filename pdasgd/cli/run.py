@@ -88,19 +88,36 @@ def run(args: argparse.Namespace) -> int:
             baseline=args.baseline,
         )
     except runtime.RunInterrupted as interrupt:
-        trace = interrupt.result.trace
-        written = _write(args, outputs, trace)
-        eprint(f"pdasgd run: stopped by {signals.describe()} after {trace.batches} batches{written}")
+        trace = interrupt.result.trace if interrupt.result else None
+        written = _write(args, _of_rank(outputs, trace), trace) if trace else ""
+        done = trace.batches if trace else 0
+        eprint(f"pdasgd run: stopped by {signals.describe()} after {done} batches{written}")
         return signals.exit_status()
     except runtime.RunFailed as failure:
-        written = _write(args, outputs, failure.result.trace) if failure.result else ""
+        trace = failure.result.trace if failure.result else None
+        written = _write(args, _of_rank(outputs, trace), trace) if trace else ""
         if isinstance(failure, runtime.WorkerError):
             traceback.print_exception(failure.__cause__, file=sys.stderr)
         eprint(f"pdasgd run: error: {one_line(failure)}{written}")
         return EXIT_USAGE if isinstance(failure, runtime.LossNotFinite) else EXIT_FAILED
+    if result.trace.info.get("rank", 0):  # a rank of an outside torchrun: rank 0 reports for all
+        return 0
     _write(args, outputs, result.trace)
     _print(args, result)
     return 0
+
+
+def _of_rank(outputs: dict[str, Any], trace: Any) -> dict[str, Any]:
+    """Under an outside torchrun each rank keeps its own partial trace: rank r > 0 writes `name.r<r>.ext`."""
+    rank = trace.info.get("rank", 0)
+    if not rank:
+        return outputs
+    return {
+        key: path.with_name(f"{path.stem}.r{rank}{path.suffix}")
+        if path is not None and key != "checkpoint"
+        else path
+        for key, path in outputs.items()
+    }
 
 
 def _check_flags(args: argparse.Namespace) -> None:
