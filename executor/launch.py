@@ -19,6 +19,7 @@ and `run_ranks` raises `RunInterrupted` with them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -91,7 +92,7 @@ def _baseline(scenario: Scenario) -> float:
 def _with_baseline(result: Any, sequential_s: float) -> None:
     from pdasgd import metrics
 
-    result.trace.sequential_batch_s = sequential_s
+    result.trace = dataclasses.replace(result.trace, sequential_batch_s=sequential_s)
     result.summary = metrics.summarize(result.trace)
 
 

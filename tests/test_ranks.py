@@ -368,3 +368,21 @@ def test_bad_distributed_settings_are_one_line_errors(tmp_path: Path, monkeypatc
         f"pdasgd run: error: distributed: rank 1 of 2 cannot join the world at 127.0.0.1:{port}"
     ), lines
     assert time.monotonic() - started < 30
+
+
+def test_compare_predicts_and_measures_a_method_across_ranks(tmp_path: Path, capsys) -> None:
+    data = table("lapsgd", {"average_every": 4}, {"dataset": "digits"}, run={"batches": 40, "warmup": 4})
+    path = write(tmp_path, data)
+    assert main(["compare", str(path), "--out", str(tmp_path / "out"), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    predicted, measured = document["predicted"], document["measured"]
+    assert predicted["source"] == "simulator" and measured["source"] == "executor"
+    assert {"r0/network", "r1/network", "r1/cpu"} <= set(measured["utilization"])
+    assert {"r0/network", "r1/network"} <= set(predicted["utilization"])
+    error = document["error"]
+    assert error["throughput_rel"] == pytest.approx(
+        (predicted["throughput_batches_per_s"] - measured["throughput_batches_per_s"])
+        / measured["throughput_batches_per_s"]
+    )
+    assert len(error["staleness_per_layer_abs"]) == 3
+    assert (tmp_path / "out" / "report.md").exists()
