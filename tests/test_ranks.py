@@ -71,6 +71,19 @@ def cli(
     )
 
 
+def torchrun(ranks: int, args: list[str]) -> subprocess.CompletedProcess:
+    """`torchrun --nnodes 1 --nproc-per-node RANKS` on 127.0.0.1, as a user would start it."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(ranks)]
+    return subprocess.run(
+        [*command, *LOCAL, *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def flat(tensors) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for layer in tensors for t in layer])
 
@@ -124,25 +137,7 @@ def test_blocking_lapsgd_averaging_every_batch_without_momentum_equals_ddp() -> 
 
 
 def test_averaging_keeps_the_mean_of_the_ranks_and_the_updates_made_meanwhile(tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        "3",
-        *LOCAL,
-    ]
-    command += [str(ROOT / "tests" / "ranks" / "averaging.py"), str(tmp_path)]
-    done = subprocess.run(
-        command,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = torchrun(3, [str(ROOT / "tests" / "ranks" / "averaging.py"), str(tmp_path)])
     assert done.returncode == 0, done.stderr[-3000:]
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
     for rank, figures in enumerate(seen):
@@ -303,25 +298,7 @@ dist.destroy_process_group()
 
 def test_under_an_outside_torchrun_the_ranks_join_its_world(tmp_path: Path) -> None:
     path = write(tmp_path, table("ddp"))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        "2",
-        *LOCAL,
-    ]
-    command += ["-m", "pdasgd", "run", str(path), "--json"]
-    done = subprocess.run(
-        command,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = torchrun(2, ["-m", "pdasgd", "run", str(path), "--json"])
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)  # rank 0 alone prints, for every rank
     assert summary["batches"] == 12 and summary["method"] == "ddp"
