@@ -18,6 +18,8 @@ import statistics
 import sys
 from collections import defaultdict
 
+from bench_time_to_accuracy import digits_mlp, time_to_target  # this folder's sibling script
+
 from executor.runtime import run
 from pdasgd.ranks import COMM
 from pdasgd.scenario import parse_scenario
@@ -49,16 +51,7 @@ def scenario(method: str, workers: dict, condition: str, args: argparse.Namespac
             "name": f"dist-{method}",
             "method": method,
             "workers": {**workers, **averaging},
-            "train": {
-                "network": "mlp",
-                "width": args.width,
-                "depth": args.depth,
-                "dataset": "digits",
-                "batch_size": args.batch_size,
-                "lr": args.lr,
-                "momentum": args.momentum,
-                "device": "cpu",
-            },
+            "train": {**digits_mlp(args), "device": "cpu"},
             "delays": delays_for(condition, args.extra_s),
             "run": {"batches": args.batches, "warmup": 4, "seed": seed},
         }
@@ -83,10 +76,6 @@ def rank_rates(trace: Trace) -> dict[str, float]:
     return {rank: len(batches[rank]) / (last[rank] - first[rank]) for rank in sorted(batches)}
 
 
-def time_to_target(curve, target: float) -> float | None:
-    return next((time_s for _, time_s, accuracy in curve if accuracy >= target), None)
-
-
 def configurations() -> list[tuple[str, str]]:
     rows = [(name, "none") for name in METHODS]
     for name, (method, _) in METHODS.items():
@@ -101,7 +90,7 @@ def measure(name: str, condition: str, args: argparse.Namespace, seed: int) -> d
     return {
         "batches_per_s": result.summary.throughput_batches_per_s,
         "rank_batches_per_s": rank_rates(result.trace),
-        "time_to_target_s": time_to_target(result.accuracy_curve, args.target),
+        "time_to_target_s": time_to_target(result.accuracy_curve, args.target)[0],
         "final_accuracy": result.trace.accuracy,
         "staleness": result.summary.staleness.mean,
     }

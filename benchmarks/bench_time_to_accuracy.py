@@ -25,21 +25,26 @@ METHODS = {
 }
 
 
+def digits_mlp(args: argparse.Namespace) -> dict:
+    """The [train] table of these benchmarks: the MLP the flags describe, on digits."""
+    return {
+        "network": "mlp",
+        "width": args.width,
+        "depth": args.depth,
+        "dataset": "digits",
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "momentum": args.momentum,
+    }
+
+
 def scenario(method: str, workers: dict, args: argparse.Namespace, seed: int):
     return parse_scenario(
         {
             "name": f"tta-{method}",
             "method": method,
             "workers": {"max_in_flight": args.max_in_flight, **workers},
-            "train": {
-                "network": "mlp",
-                "width": args.width,
-                "depth": args.depth,
-                "dataset": "digits",
-                "batch_size": args.batch_size,
-                "lr": args.lr,
-                "momentum": args.momentum,
-            },
+            "train": digits_mlp(args),
             "run": {"batches": args.batches, "warmup": 5, "seed": seed},
         }
     )

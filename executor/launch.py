@@ -286,20 +286,6 @@ def _message(failure: Any) -> str:
     return "" if text == "<NONE>" else text[:500]
 
 
-# What gloo and nccl say when the other side of a collective is gone or silent: a symptom, not a cause.
-PEER_LOST = ("timed out", "timeout", "connection closed by peer", "connection reset", "broken pipe")
-
-
-def _is_symptom(message: str) -> bool:
-    lowered = message.lower()
-    return any(words in lowered for words in PEER_LOST)
-
-
-def _ended_by_launcher(failure: Any) -> bool:
-    """torch's launcher ends the surviving ranks with SIGTERM (then SIGKILL after its shutdown timeout)."""
-    return -failure.exitcode in (signal.SIGTERM, signal.SIGKILL) and failure.exitcode != -signal.SIGKILL
-
-
 def _exit(failure: Any) -> str:
     if failure.exitcode < 0:
         try:
