@@ -106,12 +106,25 @@ def test_the_stopping_rule_is_the_t_interval_of_the_per_batch_totals() -> None:
     assert result.half_width == pytest.approx(half / 2.0) and not result.reached
 
 
-def test_a_steady_network_stops_as_soon_as_the_rule_allows() -> None:
-    from executor.profile import MIN_BATCHES, measure_precisely
+def test_a_steady_network_stops_at_the_first_check_the_rule_allows(monkeypatch) -> None:
+    from executor import profile as module
 
-    layers, precision = measure_precisely(timed_scenario(), target=0.02, cap_s=30.0, warmup=2)
-    assert precision.reached and precision.batches == MIN_BATCHES
-    assert all(len(layer.samples["forward"]) == MIN_BATCHES for layer in layers)
+    checks: list[tuple[int, bool]] = []  # (batches, reached) at every check of the rule, in order
+    rule = module._Totals.precision
+
+    def recorded(self, target: float, seconds: float):
+        result = rule(self, target, seconds)
+        checks.append((result.batches, result.reached))
+        return result
+
+    monkeypatch.setattr(module._Totals, "precision", recorded)
+    layers, precision = module.measure_precisely(timed_scenario(), target=0.02, cap_s=30.0, warmup=2)
+    stop_batches, stop_reached = checks[-1]
+    assert precision.reached and stop_reached and stop_batches >= module.MIN_BATCHES
+    # every earlier check that had the minimum in fell short: the profile did not measure past the rule
+    assert not any(reached for batches, reached in checks[:-1] if batches >= module.MIN_BATCHES)
+    assert precision.batches == stop_batches and precision.seconds < 30.0
+    assert all(len(layer.samples["forward"]) == stop_batches for layer in layers)
 
 
 def test_a_noisy_network_stops_at_the_time_cap_and_says_it_fell_short(tmp_path, monkeypatch) -> None:
