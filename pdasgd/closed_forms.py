@@ -118,3 +118,43 @@ def _staleness(scenario: Scenario, offsets: Offsets, q: int | None) -> dict[str,
 
 def _stale_summary(per_layer: list[float], source: str) -> dict[str, Any]:
     return {"mean": sum(per_layer) / len(per_layer), "per_layer_mean": per_layer, "source": source}
+
+
+def regime(scenario: Scenario) -> str:
+    """One line on what bounds the schedule, in the closed forms' terms: the largest of F/n_f (the forward),
+    B/k (the backward workers) and (F + d + B)/Q (the batches in flight), e.g. "backward-bound: k = 1 <
+    beta = 2, the forward waits for a free backward worker"."""
+    if scenario.model is None:
+        raise ValueError("model: no layer costs; give [model] or run `pdasgd profile` first")
+    kind = scenario.definition.theory
+    if kind == "sequential":
+        return "sequential: one worker runs each batch's forward, then its backward; nothing overlaps"
+    if kind != "decoupled":
+        return f"{scenario.method}: outside the closed forms ({scenario.definition.description})"
+    line = _decoupled_regime(scenario)
+    reason = _outside_theory(scenario)
+    return f"{line} ({reason})" if reason else line
+
+
+def _decoupled_regime(scenario: Scenario) -> str:
+    offsets = _offsets(scenario)
+    f_s, b_s = offsets.forward_s, offsets.end
+    n_f, k, d = scenario.workers.forward, scenario.workers.backward, scenario.delays.handoff_s
+    q = scenario.workers.max_in_flight
+    beta = b_s / f_s
+    bound = {"forward": f_s / n_f, "backward": b_s / k}
+    if q < scenario.run.batches:
+        bound["window"] = (f_s + d + b_s) / q
+    slowest = max(bound.values())
+    tied = {name for name, cycle_s in bound.items() if cycle_s >= slowest * (1 - 1e-9)}
+    beta_text = f"beta = {beta:.3g}" if n_f == 1 else f"n_f beta = {n_f * beta:.3g}"
+    if "window" in tied and len(tied) == 1:
+        return (
+            f"window-bound: Q = {q} batches in flight do not cover F + d + B = {f_s + d + b_s:.3g} s; "
+            "a larger max_in_flight would raise the throughput"
+        )
+    if tied >= {"forward", "backward"}:
+        return f"balanced: k = {k} = {beta_text}, the forward and the backward workers are both busy"
+    if "backward" in tied:
+        return f"backward-bound: k = {k} < {beta_text}, the forward waits for a free backward worker"
+    return f"forward-bound: k = {k} > {beta_text}, the backward workers wait for the forward"

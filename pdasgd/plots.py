@@ -61,7 +61,7 @@ def _window(trace: Trace, batches: int | None) -> list[Span]:
     return chosen + [s for s in trace.spans if s.batch is None and s.start_s < end_s]
 
 
-def _blocks(spans: list[Span], op: str) -> dict[tuple[str, int], list[tuple[float, float]]]:
+def work_blocks(spans: list[Span], op: str) -> dict[tuple[str, int], list[tuple[float, float]]]:
     """(worker, batch) -> time blocks of `op`, consecutive layer spans merged."""
     merged: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
     for span in sorted((s for s in spans if s.op == op), key=lambda s: s.start_s):
@@ -83,7 +83,7 @@ def _colour(batch: int, dark: bool) -> tuple[float, float, float, float]:
 def _draw_work(axes, spans: list[Span], rows: dict[str, int]) -> None:
     width_s = max((s.end_s for s in spans), default=1.0) - min((s.start_s for s in spans), default=0.0)
     for op, letter, dark in (("forward", "F", False), ("backward", "B", True)):
-        for (worker, batch), blocks in _blocks(spans, op).items():
+        for (worker, batch), blocks in work_blocks(spans, op).items():
             ranges = [(start, end - start) for start, end in blocks]
             axes.broken_barh(ranges, (rows[worker] - 0.35, 0.7), facecolors=_colour(batch, dark))
             start, end = blocks[0][0], blocks[-1][1]

@@ -40,16 +40,17 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 def print_json(data: Any) -> None:
     """Print JSON; non-finite floats become null so any JSON reader accepts the output."""
-    print(json.dumps(_finite(data), indent=2))
+    print(json.dumps(finite(data), indent=2))
 
 
-def _finite(data: Any) -> Any:
+def finite(data: Any) -> Any:
+    """`data` with every non-finite float (nan, inf) replaced by None, as JSON has no such numbers."""
     if isinstance(data, float) and not math.isfinite(data):
         return None
     if isinstance(data, dict):
-        return {key: _finite(value) for key, value in data.items()}
+        return {key: finite(value) for key, value in data.items()}
     if isinstance(data, list | tuple):
-        return [_finite(value) for value in data]
+        return [finite(value) for value in data]
     return data
 
 
