@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint format clean gpu-check
+.PHONY: demo test test-all lint format clean gpu-check browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(BIN)/pdasgd demo
 
 test: $(STAMP)
+	@$(MAKE) --no-print-directory browser || echo "no chromium: the playground's browser tests will be skipped"
 	$(BIN)/python -m pytest
 
 test-all: $(STAMP)
@@ -29,6 +30,14 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The playground's browser tests drive Debian's chromium through chromium-driver; installed when missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		echo "installing Debian's chromium and chromium-driver (the playground's browser tests)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; }
 
 # On a GPU machine, with its own python3 and no network (gpu/check.sh); GPU_OUT=dir for the results.
 gpu-check:
