@@ -348,9 +348,19 @@ def _show(bar: tqdm, progress: Completions) -> None:
 
 
 def _join(threads: list[threading.Thread]) -> None:
+    """Wait up to JOIN_S in all for the threads to end. A stop can come while the threads are still being
+    started: a thread never started is skipped, and one whose start() the stop interrupted (running, but
+    not yet marked started, which join() refuses) is waited for until it is."""
     deadline = time.monotonic() + JOIN_S
     for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
+        while True:
+            try:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                break
+            except RuntimeError:  # "cannot join thread before it is started"
+                if thread.ident is None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.001)
 
 
 def _result(

@@ -72,6 +72,32 @@ def test_ctrl_c_raises_with_the_partial_trace() -> None:
     assert {s.batch for s in trace.spans if s.op == "update"} >= set(range(4))
 
 
+def test_ctrl_c_while_the_workers_are_being_started_still_gives_the_partial_trace(monkeypatch) -> None:
+    # Ctrl-C lands in the main thread while it starts the third worker: that one never starts, and the
+    # run must still stop the others and hand back what they did (a CI run once failed with "cannot join
+    # thread before it is started" when the first workers reached batch 4 before the last one was started)
+    from executor import runtime
+
+    made = runtime._thread
+
+    def interrupted_third(ctx, name, *rest):
+        thread = made(ctx, name, *rest)
+        if name == "backward:1":
+
+            def start() -> None:
+                time.sleep(0.2)  # the others get going
+                raise KeyboardInterrupt
+
+            thread.start = start
+        return thread
+
+    monkeypatch.setattr(runtime, "_thread", interrupted_third)
+    with pytest.raises(RunInterrupted) as info:
+        run(scenario("async-lu", workers={"backward": 2}, run={"batches": 100000}))
+    assert info.value.result.trace.info["interrupted"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("pdasgd ")]
+
+
 def test_a_resumed_sequential_run_ends_with_the_uninterrupted_parameters(tmp_path) -> None:
     train = {"momentum": 0.9, "weight_decay": 0.001}
     full = run(scenario("sequential", train=train, run={"batches": 20}))
