@@ -1,0 +1,337 @@
+"""Replay: the parameters a schedule produces, by executing its trace's events in order on the real network.
+
+A trace says everything that decides the arithmetic of an asynchronous run: which version of each layer
+every forward read (forward spans) and the order in which each layer's updates were applied (update spans
+carry the version just before them). `replay(scenario, trace)` trains the scenario's real network on one
+device by running those events one at a time, whatever schedule, engine or hardware produced the trace:
+
+- forward (i, m): block m of batch i on the version of layer m the trace says it read; batch i's data is
+  batch i of the executor's seeded stream (`executor.data.batch_stream`);
+- backward (i, m): the same `autograd.grad` call as the executor's (`executor.blocks`);
+- update (i, m): SGD with momentum and weight decay on layer m's latest version, as `executor.params`
+  applies it, in the trace's order of that layer's versions.
+
+Events run in the trace's time order; where ties leave that order open (zero-cost ops in a simulated
+trace), an event waits until what it needs has happened: the version it reads exists, its batch's previous
+op is done, the layer is at the version the update started from. Only the versions a later forward still
+reads are kept, besides the latest (`peak_versions` says how many were alive at most).
+
+BatchNorm's running statistics are buffers that forwards update in place; a replay updates them in the
+trace's order of forwards per layer. With one forward worker that is the executor's order exactly; with
+several (hogwild) two forwards of one layer may overlap in the real run and interleave their running
+averages, which a serial replay cannot reproduce: the parameters stay exact, the statistics differ
+(tests/test_replay.py bounds it).
+
+The accuracy curve is evaluated on the test split at `eval_points` moments of the trace's time axis: when
+the k-th batch of the trace completes (its last op ends), with every update applied before that moment.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from executor.blocks import Replica, backward_block, block_input, loss_of
+from executor.data import evaluate
+from executor.params import VersionedLayer
+from executor.setup import make_setup
+from pdasgd.methods import BACKWARD, FORWARD, UPDATE, Copies
+from pdasgd.scenario import Scenario
+from pdasgd.trace import Trace, TraceError
+
+EVAL_POINTS = 20
+KIND_ORDER = {UPDATE: 0, FORWARD: 1, BACKWARD: 2}  # at one instant: publish first, then read (the tie rule)
+
+
+@dataclass(frozen=True)
+class Event:
+    time_s: float
+    kind: str
+    batch: int
+    layer: int
+    version: int  # forward: the version read; update: the version before it; backward: unused
+
+    @property
+    def key(self) -> tuple:
+        return (self.time_s, KIND_ORDER[self.kind], self.batch, self.layer)
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    batches: int  # batches completed at this moment of the trace
+    time_s: float
+    accuracy: float
+
+
+@dataclass
+class ReplayResult:
+    """What the schedule's arithmetic gives: the accuracy curve, per-batch losses, the final parameters."""
+
+    method: str
+    source: str
+    batches: int
+    curve: list[CurvePoint]
+    losses: list[tuple[int, float, float]]  # (batch, time it completed, its training loss)
+    parameters: list[tuple[torch.Tensor, ...]]
+    buffers: list[torch.Tensor]
+    peak_versions: int  # the most layer versions kept at once (all layers together)
+    layers: int
+    wall_s: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.curve[-1].accuracy if self.curve else math.nan
+
+    def time_to(self, target: float) -> CurvePoint | None:
+        """The first point of the curve at or above `target` accuracy, or None if it never gets there."""
+        return next((point for point in self.curve if point.accuracy >= target), None)
+
+    def to_dict(self, target: float | None = None) -> dict:
+        reached = self.time_to(target) if target is not None else None
+        tail = [loss for _, _, loss in self.losses[-max(1, len(self.losses) // 10) :]]
+        return {
+            "method": self.method,
+            "source": self.source,
+            "batches": self.batches,
+            "final_accuracy": self.final_accuracy,
+            "final_loss": sum(tail) / len(tail) if tail else None,
+            "target": target,
+            "time_to_target_s": reached.time_s if reached else None,
+            "batches_to_target": reached.batches if reached else None,
+            "curve": [vars(point) for point in self.curve],
+            "losses": [{"batch": b, "time_s": t, "loss": loss} for b, t, loss in self.losses],
+            "peak_versions": self.peak_versions,
+            "replay_wall_s": self.wall_s,
+        }
+
+
+def events_of(trace: Trace) -> list[Event]:
+    """The trace's forward, backward and update spans as events in time order (TraceError if one is
+    missing what a replay needs)."""
+    found = []
+    for span in trace.spans:
+        if span.op not in KIND_ORDER or span.batch is None or span.layer is None:
+            continue
+        if span.op != BACKWARD and span.version is None:
+            raise TraceError(f"a {span.op} span of batch {span.batch}, layer {span.layer} has no version")
+        found.append(Event(span.start_s, span.op, span.batch, span.layer, span.version or 0))
+    return sorted(found, key=lambda event: event.key)
+
+
+def check_replayable(scenario: Scenario, trace: Trace) -> None:
+    """TraceError unless `trace` can be replayed on `scenario`'s network."""
+    if scenario.definition.copies is not Copies.SHARED:
+        raise TraceError(
+            f"replay: {trace.method} keeps a parameter copy per rank or worker; replay covers the methods "
+            "with one shared copy (sequential, async-lu, async-bu, hogwild) so far"
+        )
+    if trace.method != scenario.method:
+        raise TraceError(
+            f"replay: the trace is of {trace.method}, the scenario's method is {scenario.method}"
+        )
+    if trace.info.get("first_batch", 0):
+        raise TraceError("replay: the trace is of a resumed run (it does not start at batch 0)")
+
+
+class _Replayer:
+    """The replay's state: the network, every kept version, pending graphs and what has happened."""
+
+    def __init__(self, scenario: Scenario, events: list[Event], layers: int) -> None:
+        setup = make_setup(scenario)
+        if len(setup.blocks) != layers:
+            raise TraceError(f"replay: the trace has {layers} layers, the network {len(setup.blocks)} blocks")
+        self.setup = setup
+        self.replica = Replica(setup.blocks)
+        self.layers = [
+            VersionedLayer(list(block.parameters()), layer.sgd, in_place=False)
+            for block, layer in zip(setup.blocks, setup.layers, strict=True)
+        ]
+        self.kept: list[dict[int, tuple[torch.Tensor, ...]]] = [
+            {0: layer.latest.tensors} for layer in self.layers
+        ]
+        self.last_read = _last_reads(events)
+        self.stream = _batches(setup)
+        self.top = layers - 1
+        self.inputs: dict[int, object] = {}  # batch -> activation going forward
+        self.saved: dict[tuple[int, int], tuple] = {}  # (batch, layer) -> (input, leaves, output)
+        self.grad_in: dict[int, torch.Tensor | None] = {}  # batch -> gradient coming back
+        self.grads: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self.done: set[tuple[str, int, int]] = set()
+        self.losses: dict[int, float] = {}
+        self.peak_versions = layers
+
+    def ready(self, event: Event) -> bool:
+        i, m = event.batch, event.layer
+        if event.kind == FORWARD:
+            previous = m == 0 or (FORWARD, i, m - 1) in self.done
+            return previous and event.version <= self.layers[m].latest.number
+        if event.kind == BACKWARD:
+            return (FORWARD, i, self.top) in self.done and (
+                m == self.top or (BACKWARD, i, m + 1) in self.done
+            )
+        return (BACKWARD, i, m) in self.done and self.layers[m].latest.number == event.version
+
+    def run(self, event: Event, index: int) -> None:
+        {FORWARD: self.forward, BACKWARD: self.backward, UPDATE: self.update}[event.kind](event, index)
+        self.done.add((event.kind, event.batch, event.layer))
+
+    def forward(self, event: Event, index: int) -> None:
+        i, m = event.batch, event.layer
+        if m == 0:
+            self.inputs[i] = self.stream(i)
+        x, y = self.inputs[i]
+        tensors = self.kept[m].get(event.version)
+        if tensors is None:
+            raise TraceError(f"replay: batch {i} reads version {event.version} of layer {m}, gone already")
+        x_in = block_input(x, m)
+        leaves, out = self.replica.forward(m, x_in, tensors)
+        if m == self.top:
+            out = loss_of(out, y)
+            self.losses[i] = float(out.detach())
+            del self.inputs[i]
+        else:
+            self.inputs[i] = (out, y)
+        self.saved[(i, m)] = (x_in, leaves, out)
+        self._forget(m, index)
+
+    def backward(self, event: Event, _: int) -> None:
+        i, m = event.batch, event.layer
+        x_in, leaves, output = self.saved.pop((i, m))
+        grads, self.grad_in[i] = backward_block(output, self.grad_in.get(i), leaves, x_in)
+        self.grads[(i, m)] = grads
+        if m == 0:
+            self.grad_in.pop(i, None)
+
+    def update(self, event: Event, index: int) -> None:
+        m = event.layer
+        new, _, _, _ = self.layers[m].apply(self.grads.pop((event.batch, m)))
+        self.kept[m][new.number] = new.tensors
+        self._forget(m, index)
+
+    def _forget(self, m: int, index: int) -> None:
+        """Drop layer m's versions that no forward after event `index` reads (the latest always stays)."""
+        latest = self.layers[m].latest.number
+        for number in [n for n in self.kept[m] if n != latest and self.last_read.get((m, n), -1) <= index]:
+            del self.kept[m][number]
+        self.peak_versions = max(self.peak_versions, sum(len(kept) for kept in self.kept))
+
+    def accuracy(self) -> float:
+        evaluator = Replica(self.setup.blocks)
+        for m, layer in enumerate(self.layers):
+            evaluator.load(m, layer.latest.tensors)
+        dataset = self.setup.dataset
+        return evaluate(evaluator.blocks, dataset.test_x, dataset.test_y)
+
+
+def _last_reads(events: list[Event]) -> dict[tuple[int, int], int]:
+    """(layer, version) -> index of the last forward event that reads it."""
+    last: dict[tuple[int, int], int] = {}
+    for index, event in enumerate(events):
+        if event.kind == FORWARD:
+            last[(event.layer, event.version)] = index
+    return last
+
+
+def _batches(setup) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """Batch i of the executor's seeded stream, on the setup's device (batches are asked for in order of
+    their first forward, which need not be their number's order)."""
+    from executor.data import batch_stream
+
+    stream = batch_stream(setup.dataset, setup.scenario.train.batch_size, setup.scenario.run.seed)
+    waiting: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    produced = [0]
+
+    def get(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        while produced[0] <= i:
+            waiting[produced[0]] = next(stream)
+            produced[0] += 1
+        x, y = waiting.pop(i)
+        return x.to(setup.device), y.to(setup.device)
+
+    return get
+
+
+def completion_times(trace: Trace) -> list[tuple[float, int]]:
+    """(time its last op ended, batch) of every batch in the trace, in completion order."""
+    end: dict[int, float] = defaultdict(float)
+    for span in trace.spans:
+        if span.batch is not None and span.op in KIND_ORDER:
+            end[span.batch] = max(end[span.batch], span.end_s)
+    return sorted((t, batch) for batch, t in end.items())
+
+
+def eval_moments(trace: Trace, points: int) -> list[tuple[int, float]]:
+    """(batches completed, time) of `points` moments spread over the trace's completions, the last one
+    the end."""
+    done = completion_times(trace)
+    if not done:
+        return []
+    count = len(done)
+    chosen = sorted({max(1, round(count * k / points)) for k in range(1, points + 1)})
+    return [(k, done[k - 1][0]) for k in chosen]
+
+
+def replay(
+    scenario: Scenario,
+    trace: Trace,
+    eval_points: int = EVAL_POINTS,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Train `scenario`'s network by executing `trace`'s events in order (module docstring)."""
+    check_replayable(scenario, trace)
+    torch.set_num_threads(scenario.train.threads_per_worker)  # as each executor worker: the same kernels
+    started_s = time.perf_counter()
+    events = events_of(trace)
+    state = _Replayer(scenario, events, trace.layers)
+    moments = eval_moments(trace, eval_points)
+    curve, pending, next_moment = [], [], 0
+    for index, event in enumerate(events):
+        while next_moment < len(moments) and moments[next_moment][1] < event.time_s and not pending:
+            batches, at_s = moments[next_moment]
+            curve.append(CurvePoint(batches, at_s, state.accuracy()))
+            next_moment += 1
+        pending.append((index, event))
+        _drain(state, pending)
+        if progress and index % 256 == 0:
+            progress(index, len(events))
+    if pending:
+        stuck = pending[0][1]
+        raise TraceError(
+            f"replay: the trace's {stuck.kind} of batch {stuck.batch}, layer {stuck.layer} can never run "
+            "(what it needs never happens): the trace is not a schedule"
+        )
+    for batches, at_s in moments[next_moment:]:
+        curve.append(CurvePoint(batches, at_s, state.accuracy()))
+    finished = {batch: t for t, batch in completion_times(trace)}
+    losses = sorted((finished[i], i, loss) for i, loss in state.losses.items())
+    return ReplayResult(
+        method=trace.method,
+        source=trace.source,
+        batches=len(finished),
+        curve=curve,
+        losses=[(i, t, loss) for t, i, loss in losses],
+        parameters=[layer.latest.tensors for layer in state.layers],
+        buffers=list(state.setup.buffers),
+        peak_versions=state.peak_versions,
+        layers=trace.layers,
+        wall_s=time.perf_counter() - started_s,
+    )
+
+
+def _drain(state: _Replayer, pending: list[tuple[int, Event]]) -> None:
+    """Run every pending event whose needs are met, in order, until none is left that can run."""
+    progressed = True
+    while progressed and pending:
+        progressed = False
+        for position, (index, event) in enumerate(pending):
+            if state.ready(event):
+                state.run(event, index)
+                del pending[position]
+                progressed = True
+                break

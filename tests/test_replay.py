@@ -1,0 +1,245 @@
+"""Replay (`executor.replay`): executing a trace's events on the real network gives the parameters that
+schedule produces.
+
+- Replaying the executor's own measured trace reproduces the executor's final parameters, for sequential,
+  async-lu 1F+2B, async-bu 1F+2B and hogwild, on the MLP, the ResNet with BatchNorm and the LSTM: the trace
+  records what happened. BatchNorm's running statistics match too with one forward worker; under hogwild
+  two forwards of one layer may overlap and interleave their running averages, so they are only bounded.
+- A simulated trace replays to what an independent reference computes: plain autograd through the whole
+  network at the versions the trace says each batch read, and SGD (momentum, weight decay) applied in the
+  trace's order of each layer's versions.
+- Only the versions pending batches still read are kept: the count does not grow with the run.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from executor_probe import scenario
+from torch.func import functional_call
+
+from executor.data import batch_stream, load_dataset
+from executor.networks import build_network
+from executor.replay import events_of, replay
+from executor.runtime import run
+from pdasgd.trace import TraceError
+from simulator import simulate
+
+NETWORKS = {
+    "mlp": {"network": "mlp", "width": 32, "depth": 3},
+    "resnet": {"network": "resnet", "depth": 8, "channels": 4},
+    "lstm": {"network": "lstm", "hidden": 8},
+}
+METHODS = {
+    "sequential": {},
+    "async-lu": {"forward": 1, "backward": 2, "max_in_flight": 4},
+    "async-bu": {"forward": 1, "backward": 2, "max_in_flight": 4},
+    "hogwild": {"replicas": 1, "per_replica": 2},
+}
+TRAIN = {"momentum": 0.9, "weight_decay": 1e-3}
+
+
+def assert_close(got, want) -> None:
+    for layer_got, layer_want in zip(got, want, strict=True):
+        for a, b in zip(layer_got, layer_want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_replaying_a_measured_trace_gives_the_executors_final_parameters(network: str, method: str) -> None:
+    sc = scenario(method, train={**NETWORKS[network], **TRAIN}, workers=METHODS[method], run={"batches": 24})
+    measured = run(sc)
+    replayed = replay(sc, measured.trace)
+    assert replayed.batches == 24
+    assert_close(replayed.parameters, measured.parameters)
+    if method == "hogwild":  # overlapping forwards of one layer interleave BatchNorm's running averages
+        for got, want in zip(replayed.buffers, measured.buffers, strict=True):
+            scale = max(1.0, float(want.float().abs().max()))
+            assert float((got.float() - want.float()).abs().max()) <= 0.05 * scale
+    else:
+        assert_close([replayed.buffers], [measured.buffers])
+    assert replayed.final_accuracy == pytest.approx(measured.trace.accuracy, abs=0.02)
+
+
+def test_a_visibility_delay_and_staleness_replay_exactly_too() -> None:
+    sc = scenario(
+        "async-lu",
+        train={**NETWORKS["mlp"], **TRAIN},
+        workers={"forward": 1, "backward": 3, "max_in_flight": 6},
+        delays={"visibility_s": 0.003, "handoff_s": 0.002},
+        run={"batches": 30},
+    )
+    measured = run(sc)
+    reads = [s.version for s in measured.trace.spans if s.op == "forward" and s.layer == 0]
+    assert max(reads) < 29  # later batches read old versions: the replay must keep them
+    assert_close(replay(sc, measured.trace).parameters, measured.parameters)
+
+
+# --- simulated traces against an independent reference ------------------------------------------
+
+
+def reference(sc, trace) -> list[list[torch.Tensor]]:
+    """Plain autograd through the whole network at each batch's read versions, and SGD applied per layer
+    in version order: the same arithmetic as a replay, computed another way (whole-network functional
+    calls, updates visited in the order of the update spans' versions)."""
+    dataset = load_dataset(sc.train, sc.run.seed)
+    torch.manual_seed(sc.run.seed)
+    blocks = [b.train() for b in build_network(sc.train, dataset.input_shape, dataset.num_classes, None)]
+    names = [[name for name, _ in block.named_parameters()] for block in blocks]
+    versions = [[tuple(p.detach().clone() for p in block.parameters())] for block in blocks]
+    momenta = [[torch.zeros_like(p) for p in block.parameters()] for block in blocks]
+    stream = batch_stream(dataset, sc.train.batch_size, sc.run.seed)
+    data = [next(stream) for _ in range(trace.batches)]
+    reads = {(s.batch, s.layer): s.version for s in trace.spans if s.op == "forward"}
+    grads: dict[int, list[list[torch.Tensor]]] = {}
+    lr, mom, decay = sc.train.lr, sc.train.momentum, sc.train.weight_decay
+    updates = sorted((s for s in trace.spans if s.op == "update"), key=lambda s: (s.layer, s.version))
+    by_layer = defaultdict(list)
+    for span in updates:
+        by_layer[span.layer].append(span)
+    order = sorted(updates, key=lambda s: (s.start_s, s.layer))
+    done = [0] * len(blocks)
+    pending = list(order)
+    while pending:  # each layer's updates in version order; a batch's gradient once its reads exist
+        for span in pending:
+            i, m = span.batch, span.layer
+            ready = span.version == done[m] and all(
+                reads[(i, k)] < len(versions[k]) for k in range(len(blocks))
+            )
+            if ready:
+                break
+        else:
+            raise AssertionError("reference stuck")
+        pending.remove(span)
+        if i not in grads:
+            grads[i] = gradients(
+                blocks, names, [versions[k][reads[(i, k)]] for k in range(len(blocks))], *data[i]
+            )
+        new = []
+        for p, g, buf in zip(versions[m][-1], grads[i][m], momenta[m], strict=True):
+            d = g + decay * p
+            buf.mul_(mom).add_(d)
+            new.append(p - lr * buf)
+        versions[m].append(tuple(new))
+        done[m] += 1
+    return [list(layer[-1]) for layer in versions]
+
+
+def gradients(blocks, names, params, x, y) -> list[list[torch.Tensor]]:
+    leaves = [[t.clone().requires_grad_() for t in layer] for layer in params]
+    out = x
+    for block, block_names, layer in zip(blocks, names, leaves, strict=True):
+        out = functional_call(copy.copy(block), dict(zip(block_names, layer, strict=True)), (out,))
+    flat = torch.autograd.grad(F.cross_entropy(out, y), [t for layer in leaves for t in layer])
+    result, start = [], 0
+    for layer in leaves:
+        result.append(list(flat[start : start + len(layer)]))
+        start += len(layer)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("method", "workers", "delays"),
+    [
+        ("async-lu", {"forward": 1, "backward": 2, "max_in_flight": 4}, {}),
+        ("async-bu", {"forward": 1, "backward": 3, "max_in_flight": 5}, {"handoff_s": 0.004}),
+        ("async-lu", {"forward": 2, "backward": 2, "max_in_flight": 6}, {"visibility_s": 0.01}),
+        ("hogwild", {"replicas": 1, "per_replica": 3}, {"jitter_cv": 0.3}),
+    ],
+)
+def test_a_simulated_trace_replays_to_the_independent_reference(method, workers, delays) -> None:
+    sc = scenario(
+        method,
+        train={"network": "mlp", "width": 16, "depth": 2, **TRAIN},
+        model={"layers": 3, "forward_s": 0.01, "beta": 2.0},
+        workers=workers,
+        delays=delays,
+        run={"batches": 20},
+    )
+    trace = simulate(sc)
+    reads = {(s.batch, s.layer): s.version for s in trace.spans if s.op == "forward"}
+    stale = [s.version - reads[(s.batch, s.layer)] for s in trace.spans if s.op == "update"]
+    assert max(stale) > 0  # batches read versions older than the ones their updates apply to
+    assert_close(replay(sc, trace).parameters, reference(sc, trace))
+
+
+def test_sequential_replay_is_a_plain_pytorch_training_loop() -> None:
+    sc = scenario(
+        "sequential",
+        train={"network": "mlp", "width": 16, "depth": 2, **TRAIN},
+        model={"layers": 3, "forward_s": 0.01, "beta": 2.0},
+        run={"batches": 15},
+    )
+    replayed = replay(sc, simulate(sc))
+    dataset = load_dataset(sc.train, sc.run.seed)
+    torch.manual_seed(sc.run.seed)
+    model = torch.nn.Sequential(*build_network(sc.train, dataset.input_shape, dataset.num_classes, None))
+    optimizer = torch.optim.SGD(model.parameters(), lr=sc.train.lr, momentum=0.9, weight_decay=1e-3)
+    stream = batch_stream(dataset, sc.train.batch_size, sc.run.seed)
+    for _ in range(15):
+        x, y = next(stream)
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    assert_close(replayed.parameters, [tuple(block.parameters()) for block in model])
+
+
+# --- what is kept, the curve, refusals ----------------------------------------------------------------
+
+
+def test_only_the_versions_pending_batches_read_are_kept() -> None:
+    def peak(batches: int) -> int:
+        sc = scenario(
+            "async-bu",
+            train=NETWORKS["mlp"],
+            model={"layers": 4, "forward_s": 0.01, "beta": 2.0},
+            workers={"forward": 1, "backward": 2, "max_in_flight": 4},
+            run={"batches": batches},
+        )
+        return replay(sc, simulate(sc), eval_points=2).peak_versions
+
+    short, long = peak(20), peak(200)
+    assert short == long <= 4 * 4  # bounded by the batches in flight, not the run's length
+
+
+def test_the_curve_follows_the_traces_time_axis_and_reaches_a_target() -> None:
+    sc = scenario("async-lu", train={**NETWORKS["mlp"], "lr": 0.1}, run={"batches": 200})
+    sc = sc.with_overrides({"model": {"layers": 4, "forward_s": 0.01, "beta": 2.0}})
+    trace = simulate(sc)
+    result = replay(sc, trace, eval_points=10)
+    assert [p.batches for p in result.curve] == [20 * k for k in range(1, 11)]
+    ends = sorted(max(s.end_s for s in trace.spans if s.batch == b) for b in range(200))
+    assert [p.time_s for p in result.curve] == [ends[20 * k - 1] for k in range(1, 11)]
+    assert result.final_accuracy > 0.8 and result.curve[0].accuracy < result.final_accuracy
+    reached = result.time_to(0.8)
+    assert reached is not None and reached.accuracy >= 0.8
+    assert all(p.accuracy < 0.8 for p in result.curve if p.batches < reached.batches)
+    assert result.time_to(1.01) is None
+    assert len(result.losses) == 200 and result.losses[-1][2] < result.losses[0][2]
+
+
+def test_methods_with_a_copy_per_rank_and_foreign_traces_are_refused() -> None:
+    ddp = scenario("ddp", workers={"replicas": 2}, model={"layers": 4, "forward_s": 0.01, "beta": 2.0})
+    with pytest.raises(TraceError, match="replay: ddp keeps a parameter copy per rank"):
+        replay(ddp, simulate(ddp))
+    lu = scenario("async-lu", model={"layers": 4, "forward_s": 0.01, "beta": 2.0})
+    bu_trace = simulate(lu.with_overrides({"method": "async-bu"}))
+    with pytest.raises(TraceError, match="the trace is of async-bu, the scenario's method is async-lu"):
+        replay(lu, bu_trace)
+    wrong = scenario("async-lu", model={"layers": 2, "forward_s": 0.01, "beta": 2.0})
+    with pytest.raises(TraceError, match="the trace has 2 layers, the network 4 blocks"):
+        replay(lu, simulate(wrong))
+
+
+def test_events_run_in_time_order_with_ties_resolved_by_what_they_need() -> None:
+    # zero backward and update costs: every op of a batch's backward starts at one instant
+    sc = scenario("async-lu", model={"layers": 4, "forward_s": 0.01, "beta": 0.0}, run={"batches": 8})
+    trace = simulate(sc)
+    events = events_of(trace)
+    assert [e.time_s for e in events] == sorted(e.time_s for e in events)
+    assert_close(replay(sc, trace).parameters, reference(sc, trace))
