@@ -5,6 +5,8 @@
   updates marked by ticks, waits and all-reduces in grey and purple; idle time is the white space.
 - `staleness_plot({label: Summary or Trace}, path)`: per-layer version staleness (mean, and max dashed) and
   time staleness, input layer on the left; typically async-lu against async-bu.
+- `accuracy_plot({label: replay dict}, path)`: test accuracy against the trace's time and against batches,
+  and the training loss against batches, of replayed schedules (`executor.replay`'s `to_dict`).
 
 Both take what `pdasgd.trace` and `pdasgd.metrics` define, never engine internals. matplotlib is imported
 inside the functions (object API on the Agg canvas: no pyplot state, no display needed), and files are
@@ -166,6 +168,48 @@ def staleness_plot(
         axes.set_ylim(bottom=0)
     figure.suptitle(title or "per-layer staleness")
     return _save(figure, path)
+
+
+def accuracy_plot(
+    runs: Mapping[str, dict], path: str | os.PathLike, target: float | None = None, title: str | None = None
+) -> Path:
+    """Accuracy against time and against batches, and the loss (a moving mean) against batches, one colour
+    per run; a dotted line at `target` and a marker where each run first reaches it."""
+    figure, (by_time, by_batch, by_loss) = _figure(width=13, height=4.0, columns=3)
+    for index, (label, run) in enumerate(runs.items()):
+        colour = f"C{index}"
+        curve = run["curve"]
+        by_time.plot([p["time_s"] for p in curve], [p["accuracy"] for p in curve], color=colour, label=label)
+        by_batch.plot(
+            [p["batches"] for p in curve], [p["accuracy"] for p in curve], color=colour, label=label
+        )
+        losses = [point["loss"] for point in run["losses"]]
+        by_loss.plot(range(1, len(losses) + 1), _moving_mean(losses), color=colour, label=label)
+        if run.get("time_to_target_s") is not None:
+            by_time.plot(run["time_to_target_s"], target, "o", color=colour)
+            by_batch.plot(run["batches_to_target"], target, "o", color=colour)
+    for axes, xlabel in ((by_time, "time on the trace's axis (s)"), (by_batch, "batches completed")):
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel("test accuracy")
+        if target is not None:
+            axes.axhline(target, linestyle=":", color="grey")
+    by_loss.set_xlabel("batches completed")
+    by_loss.set_ylabel("training loss (moving mean)")
+    for axes in (by_time, by_batch, by_loss):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle(title or "replayed schedules: accuracy and loss")
+    return _save(figure, path)
+
+
+def _moving_mean(values: list[float], window: int = 20) -> list[float]:
+    out, total = [], 0.0
+    for index, value in enumerate(values):
+        total += value
+        if index >= window:
+            total -= values[index - window]
+        out.append(total / min(index + 1, window))
+    return out
 
 
 def _figure(width: float, height: float, columns: int = 1):

@@ -20,7 +20,18 @@ from pdasgd.scenario import ScenarioError
 from pdasgd.trace import TraceError
 
 # Order in --help; modules not listed here follow alphabetically.
-PREFERRED_ORDER = ("demo", "validate", "methods", "theory", "simulate", "profile", "run", "compare", "sweep")
+PREFERRED_ORDER = (
+    "demo",
+    "validate",
+    "methods",
+    "theory",
+    "simulate",
+    "profile",
+    "run",
+    "replay",
+    "compare",
+    "sweep",
+)
 NOT_COMMANDS = {"common", "main", "prediction", "signals"}
 
 

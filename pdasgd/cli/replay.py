@@ -1,0 +1,158 @@
+"""`pdasgd replay`: the accuracy a schedule reaches, by replaying its trace on the real network.
+
+Without --trace, the scenario is simulated first and its predicted trace replayed: the accuracy and loss
+the schedule would give on whatever hardware the scenario describes. With --trace, a saved trace (of
+`pdasgd simulate --trace` or `pdasgd run --trace`) is replayed on the scenario's [train]. Each batch's
+forward reads the versions the trace says, the updates apply in the trace's order with the executor's SGD
+(`executor.replay`). Prints the final accuracy, the time and batches to --target on the trace's time axis,
+and writes the curves as a plot (--plot) and everything as JSON (--json or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pdasgd.cli.common import (
+    add_json_flag,
+    check_range,
+    fail,
+    format_table,
+    output_file,
+    print_json,
+    with_batches,
+)
+from pdasgd.scenario import Scenario, load_scenario
+
+MAX_EVAL_POINTS = 1000
+DEFAULT_TARGET = 0.95
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "replay",
+        help="predicted accuracy: replay a schedule's trace on the real network",
+        description="Train [train]'s network on one device by executing a trace's events in order: each "
+        "forward reads the layer versions the trace says, updates apply in the trace's order. Without "
+        "--trace the scenario is simulated first, so this predicts the accuracy curve and the time to "
+        "--target of the schedule on the scenario's hardware.",
+        epilog="Replay covers the methods with one shared parameter copy (sequential, async-lu, async-bu, "
+        "hogwild). A measured trace replays to the run's own final parameters (tests/test_replay.py).",
+    )
+    parser.add_argument("scenario", help="scenario TOML file ([train] says the network and the data)")
+    parser.add_argument("--trace", metavar="T.json", help="replay this trace instead of simulating")
+    parser.add_argument(
+        "--target", type=float, default=DEFAULT_TARGET, metavar="A", help="target test accuracy (0.95)"
+    )
+    parser.add_argument(
+        "--eval-points", type=int, default=20, metavar="N", help="test-accuracy evaluations on the curve (20)"
+    )
+    parser.add_argument("--batches", type=int, metavar="N", help="override run.batches (without --trace)")
+    parser.add_argument("--plot", metavar="F.png", help="write the accuracy and loss curves")
+    parser.add_argument("--out", metavar="F.json", help="write the result (curves included) as JSON")
+    add_json_flag(parser)
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_range("--target", args.target, 0.0, 1.0)
+    check_range("--eval-points", args.eval_points, 1, MAX_EVAL_POINTS)
+    plot, out = output_file(args.plot, "--plot"), output_file(args.out, "--out")
+    scenario = load_scenario(args.scenario)
+    if args.trace and args.batches is not None:
+        fail("--batches: a trace has its own batches; give one or the other")
+    scenario = with_batches(scenario, args.batches)
+    _check_network(scenario)
+    trace = _trace(scenario, args.trace)
+    result = _replay(scenario, trace, args)
+    data = {"scenario": scenario.name, "trace_makespan_s": _makespan(trace), **result.to_dict(args.target)}
+    _write(data, plot, out, scenario, args.target)
+    if args.json:
+        print_json(data)
+    else:
+        print(_report(data))
+        for path in (plot, out):
+            if path:
+                print(f"wrote {path}")
+    return 0
+
+
+def _check_network(scenario: Scenario) -> None:
+    if scenario.train.network == "timed":
+        fail("train.network: timed only sleeps its [model] costs; replay needs a network that learns")
+
+
+def _trace(scenario: Scenario, path: str | None):
+    from pdasgd.trace import Trace
+
+    if path:
+        return Trace.load(path)
+    from simulator import simulate
+
+    return simulate(scenario, progress=False)
+
+
+def _replay(scenario: Scenario, trace, args: argparse.Namespace):
+    from tqdm import tqdm
+
+    from executor.replay import check_replayable, replay
+
+    check_replayable(scenario, trace)
+    bar = tqdm(
+        total=len(trace.spans),
+        unit="op",
+        file=sys.stderr,
+        disable=args.no_progress or not sys.stderr.isatty(),
+        desc="replay",
+    )
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        return replay(scenario, trace, args.eval_points, progress)
+    finally:
+        bar.close()
+
+
+def _makespan(trace) -> float:
+    return max((span.end_s for span in trace.spans), default=0.0)
+
+
+def _write(data: dict, plot, out, scenario: Scenario, target: float) -> None:
+    import json
+
+    from pdasgd.io import atomic_write_text
+
+    try:
+        if plot:
+            from pdasgd.plots import accuracy_plot
+
+            title = f"{scenario.name}: {data['method']} ({data['source']} trace), replayed"
+            accuracy_plot({data["method"]: data}, plot, target, title)
+        if out:
+            from pdasgd.cli.common import finite
+
+            atomic_write_text(out, json.dumps(finite(data), indent=2) + "\n")
+    except OSError as error:
+        fail(f"cannot write {error.filename or 'output'}: {error.strerror or error}")
+
+
+def _report(data: dict) -> str:
+    reached = data["time_to_target_s"] is not None
+    rows = [
+        ["method", data["method"]],
+        ["trace", f"{data['source']}, {data['batches']} batches, {data['trace_makespan_s']:.4g} s"],
+        ["final test accuracy", data["final_accuracy"]],
+        ["final training loss", data["final_loss"]],
+        [
+            f"time to {data['target']:g} accuracy (s)",
+            data["time_to_target_s"] if reached else "not reached",
+        ],
+        [f"batches to {data['target']:g}", data["batches_to_target"] if reached else "not reached"],
+        ["versions kept at most", data["peak_versions"]],
+        ["replay wall time (s)", data["replay_wall_s"]],
+    ]
+    return format_table(["quantity", "value"], rows)
