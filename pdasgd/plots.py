@@ -260,5 +260,8 @@ def sweep_plot(rows: list[dict], keys: list[str], column: str, path: str | os.Pa
     axes.set_xlabel(x_key)
     axes.set_ylabel(column.replace("_", " "))
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
+    else:  # e.g. no point reached the target accuracy
+        axes.text(0.5, 0.5, "no values", transform=axes.transAxes, ha="center", color="grey")
     return _save(figure, path)

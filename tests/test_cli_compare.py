@@ -98,3 +98,43 @@ def test_the_run_machine_is_one_shared_device_time_sliced_on_a_cpu():
     assert [(d.name, d.slots, d.time_slice) for d in cpu.devices] == [("cpu", 2, True)]
     assert set(cpu.device_of().values()) == {"cpu"} and cpu.delays.jitter_cv == 0.1
     assert on_machine(scenario, {"cuda:0": 4}).devices[0].time_slice is False
+
+
+def test_compare_accuracy_puts_the_predicted_time_to_target_beside_the_measured(tmp_path, capsys):
+    from executor.replay import replay
+    from pdasgd.scenario import load_scenario
+    from pdasgd.trace import Trace
+
+    (tmp_path / "tiny.toml").write_text(TINY.replace("batches = 30", "batches = 80"))
+    out = tmp_path / "out"
+    args = ["compare", str(tmp_path / "tiny.toml"), "--out", str(out), "--json", "--no-progress"]
+    assert main([*args, "--accuracy", "--target", "0.5", "--eval-points", "8"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    accuracy = document["accuracy"]
+    assert accuracy["target"] == 0.5 and (out / "accuracy.png").stat().st_size > 0
+    scenario = load_scenario(out / "async-lu.scenario.toml")
+    for side in ("predicted", "measured"):
+        trace = Trace.load(out / f"async-lu.{side}.trace.json")
+        direct = replay(scenario, trace, eval_points=8)
+        reached = direct.time_to(0.5)
+        assert accuracy[side]["final_accuracy"] == direct.final_accuracy
+        assert accuracy[side]["time_to_target_s"] == (reached.time_s if reached else None)
+    # the measured side is the real run's own accuracy: a replayed measured trace is exact
+    assert accuracy["measured"]["final_accuracy"] == pytest.approx(document["measured"]["accuracy"], abs=1e-9)
+    predicted, measured = accuracy["predicted"]["time_to_target_s"], accuracy["measured"]["time_to_target_s"]
+    if predicted is not None and measured is not None:
+        assert accuracy["error"]["time_to_target"] == pytest.approx((predicted - measured) / measured)
+    assert "accuracy.png" in (out / "report.md").read_text()
+
+
+def test_compare_accuracy_refuses_what_replay_cannot_do_before_any_work(tmp_path, capsys):
+    (tmp_path / "ddp.toml").write_text(
+        TINY.replace('method = "async-lu"', 'method = "ddp"').replace(
+            "backward = 2\nmax_in_flight = 4", "replicas = 2"
+        )
+    )
+    assert main(["compare", str(tmp_path / "ddp.toml"), "--accuracy", "--out", str(tmp_path / "o")]) == 2
+    assert "--accuracy: ddp keeps a parameter copy per rank" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(["compare", str(tmp_path / "ddp.toml"), "--target", "-1"]) == 2
+    assert "--target: must be >= 0.0" in capsys.readouterr().err

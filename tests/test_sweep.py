@@ -87,3 +87,40 @@ def test_sweep_command_writes_csv_and_plots(tmp_path, capsys):
     with open(out / "sweep.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 4
     assert (out / "throughput.png").stat().st_size > 0 and (out / "staleness.png").stat().st_size > 0
+
+
+def test_sweep_accuracy_adds_the_predicted_time_to_target_of_every_point(tmp_path, capsys):
+    from executor.replay import replay
+    from simulator import simulate
+
+    text = BASE.replace("forward_s = 1.0", "forward_s = 0.01").replace("batches = 200", "batches = 90")
+    text += '[train]\nnetwork = "mlp"\nwidth = 32\ndepth = 3\ndataset = "digits"\nbatch_size = 32\nlr = 0.1\n'
+    (tmp_path / "s.toml").write_text(text)
+    out = tmp_path / "out"
+    args = [
+        "sweep",
+        str(tmp_path / "s.toml"),
+        "--vary",
+        "workers.backward=1,2",
+        "--vary",
+        "delays.handoff_s=0,0.05",
+    ]
+    assert (
+        main([*args, "--accuracy", "--target", "0.6", "--eval-points", "9", "--out", str(out), "--json"]) == 0
+    )
+    rows = json.loads(capsys.readouterr().out)
+    base = scenario_from_toml(text)
+    for row in rows:
+        point = base.with_overrides({k: row[k] for k in ("workers.backward", "delays.handoff_s")})
+        direct = replay(point, simulate(point), eval_points=9)
+        reached = direct.time_to(0.6)
+        assert row["predicted_final_accuracy"] == direct.final_accuracy
+        assert row["predicted_time_to_target_s"] == (reached.time_s if reached else None)
+        assert row["predicted_batches_to_target"] == (reached.batches if reached else None)
+    assert (out / "time_to_accuracy.png").stat().st_size > 0
+
+
+def test_sweep_accuracy_needs_a_network_that_learns(tmp_path, capsys):
+    (tmp_path / "s.toml").write_text(BASE + '[train]\nnetwork = "timed"\n')
+    assert main(["sweep", str(tmp_path / "s.toml"), "--vary", "workers.backward=1,2", "--accuracy"]) == 2
+    assert "train.network: timed only sleeps" in capsys.readouterr().err

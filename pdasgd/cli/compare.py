@@ -33,6 +33,7 @@ from pdasgd.cli.common import (
     with_batches,
 )
 from pdasgd.cli.prediction import judge, measured, predict, profiled
+from pdasgd.cli.replay import accuracy_error, accuracy_of, add_accuracy_flags, check_accuracy_args
 from pdasgd.comparison import COLUMNS, compare_summaries, comparison_rows
 from pdasgd.io import atomic_write_text
 from pdasgd.scenario import Scenario, load_scenario, save_scenario
@@ -57,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="profile anew even if the same network was profiled in the last 15 minutes",
     )
     parser.add_argument("--batches", type=int, metavar="N", help="override run.batches")
+    add_accuracy_flags(parser, "the predicted trace replayed, beside the measured run's")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     add_json_flag(parser)
     parser.set_defaults(func=run)
@@ -147,6 +149,9 @@ def write_outputs(out_dir: Path, title: str, comparisons: list[Comparison], note
             runs[f"{tag} {side}"] = item.summaries[side]
     staleness_plot(runs, out_dir / "staleness.png", title="per-layer staleness, predicted vs measured")
     plots["Per-layer staleness, predicted vs measured"] = "staleness.png"
+    for item in comparisons:
+        if "accuracy" in item.document:
+            plots[f"{item.label}: test accuracy, predicted vs measured (both replayed)"] = "accuracy.png"
     documents = {item.label: item.document for item in comparisons}
     atomic_write_text(out_dir / "compare.json", json.dumps(documents, indent=2, default=_jsonable))
     return write_report(out_dir, title, documents, plots, notes)
@@ -164,14 +169,73 @@ def print_tables(comparisons: list[Comparison]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     scenario = with_batches(load_scenario(args.scenario), args.batches)
+    check_accuracy_args(args, [scenario])
     out_dir = output_dir(args.out or Path("pdasgd-compare") / folder_name(scenario.name), "--out")
     progress = not args.no_progress and not args.json
     item = compare_one(scenario, progress=progress, force=args.profile, fresh=args.fresh_profile)
     notes = [f"scenario: {args.scenario}", "theory: one device per worker, fixed op times"]
+    if args.accuracy:
+        add_accuracy(item, args.target, args.eval_points, out_dir)
+        notes.append("accuracy: the predicted and the measured trace, each replayed on the real network")
     report = write_outputs(out_dir, f"pdasgd compare: {scenario.name}", [item], notes)
     if args.json:
         print_json(item.document)
     else:
         print_tables([item])
+        if args.accuracy:
+            print(format_table(ACCURACY_COLUMNS, accuracy_rows(item.document["accuracy"])))
         eprint(f"\nreport: {report}")
     return 0
+
+
+ACCURACY_COLUMNS = ["accuracy", "predicted", "measured", "error"]
+
+
+def add_accuracy(item: Comparison, target: float, eval_points: int, out_dir: Path) -> None:
+    """Time to `target` from the predicted trace replayed, beside the measured run's (its trace replayed,
+    which gives the run's own parameters), with the errors, into the document; the curves as a plot."""
+    from pdasgd.plots import accuracy_plot
+
+    sides = {
+        side: accuracy_of(item.scenario, trace, target, eval_points)
+        for side, trace in (("predicted", item.predicted), ("measured", item.measured))
+    }
+    accuracy_plot(sides, out_dir / "accuracy.png", target, f"{item.label}: predicted vs measured accuracy")
+    brief = {
+        side: {k: v for k, v in data.items() if k not in ("curve", "losses")} for side, data in sides.items()
+    }
+    item.document["accuracy"] = {
+        "target": target,
+        **brief,
+        "error": accuracy_error(brief["predicted"], brief["measured"]),
+        "plot": "accuracy.png",
+    }
+
+
+def accuracy_rows(accuracy: dict) -> list[list[Any]]:
+    predicted, measured_, error = accuracy["predicted"], accuracy["measured"], accuracy["error"]
+    target = accuracy["target"]
+
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:+.1f}%"
+
+    return [
+        [
+            f"time to {target:g} (s)",
+            predicted["time_to_target_s"],
+            measured_["time_to_target_s"],
+            percent(error["time_to_target"]),
+        ],
+        [
+            f"batches to {target:g}",
+            predicted["batches_to_target"],
+            measured_["batches_to_target"],
+            percent(error["batches_to_target"]),
+        ],
+        [
+            "final accuracy",
+            predicted["final_accuracy"],
+            measured_["final_accuracy"],
+            f"{error['final_accuracy']:+.3f}",
+        ],
+    ]

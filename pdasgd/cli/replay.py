@@ -83,6 +83,63 @@ def _check_network(scenario: Scenario) -> None:
         fail("train.network: timed only sleeps its [model] costs; replay needs a network that learns")
 
 
+# --- time to accuracy for compare --accuracy and sweep --accuracy ------------------------------------
+
+
+def add_accuracy_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--accuracy",
+        action="store_true",
+        help=f"also predict the time to --target accuracy: {what} (pdasgd replay)",
+    )
+    parser.add_argument(
+        "--target", type=float, default=DEFAULT_TARGET, metavar="A", help="target test accuracy (0.95)"
+    )
+    parser.add_argument(
+        "--eval-points", type=int, default=20, metavar="N", help="accuracy evaluations per replay (20)"
+    )
+
+
+def check_accuracy_args(args: argparse.Namespace, scenarios: list[Scenario]) -> None:
+    """One line before any work unless every scenario can be replayed to the target."""
+    check_range("--target", args.target, 0.0, 1.0)
+    check_range("--eval-points", args.eval_points, 1, MAX_EVAL_POINTS)
+    if not args.accuracy:
+        return
+    from pdasgd.methods import Copies
+
+    for scenario in scenarios:
+        _check_network(scenario)
+        if scenario.definition.copies is not Copies.SHARED:
+            fail(
+                f"--accuracy: {scenario.method} keeps a parameter copy per rank or worker; replay covers "
+                "sequential, async-lu, async-bu and hogwild so far"
+            )
+
+
+def accuracy_of(scenario: Scenario, trace, target: float, eval_points: int) -> dict:
+    """Replay `trace` on `scenario`'s network: final accuracy, time and batches to `target`, the curve."""
+    from executor.replay import replay
+
+    result = replay(scenario, trace, eval_points).to_dict(target)
+    keys = ("final_accuracy", "time_to_target_s", "batches_to_target", "target", "curve", "losses")
+    return {key: result[key] for key in keys}
+
+
+def accuracy_error(predicted: dict, measured: dict) -> dict:
+    """Relative errors of the predicted time and batches to the target, absolute of the final accuracy."""
+
+    def relative(key: str) -> float | None:
+        p, m = predicted[key], measured[key]
+        return None if p is None or m is None or m == 0 else (p - m) / m
+
+    return {
+        "time_to_target": relative("time_to_target_s"),
+        "batches_to_target": relative("batches_to_target"),
+        "final_accuracy": predicted["final_accuracy"] - measured["final_accuracy"],
+    }
+
+
 def _trace(scenario: Scenario, path: str | None):
     from pdasgd.trace import Trace
 

@@ -3,9 +3,12 @@
 `--vary KEY=V1,V2,...` (repeatable) names any scenario key in dotted form (`workers.backward`, `model.beta`,
 `delays.handoff_s`, `method`). Every point is validated before anything runs. Points are simulated in a
 process pool with a progress bar; `--real` also runs each point for real with the executor (one at a time,
-since a real run wants every core) and adds measured columns. DIR gets sweep.csv, throughput.png and
-staleness.png (predicted against the first varied key, one line per combination of the others, with the
-closed-form theory dashed where it applies).
+since a real run wants every core) and adds measured columns. `--accuracy` replays every point's simulated
+trace on the real network (`pdasgd replay`) and adds the predicted time and batches to `--target` accuracy
+and the final accuracy (with `--real`, the measured ones too, from the real runs' traces). DIR gets
+sweep.csv, throughput.png and staleness.png (predicted against the first varied key, one line per
+combination of the others, with the closed-form theory dashed where it applies), and time_to_accuracy.png
+with --accuracy.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pdasgd.cli.common import (
     output_dir,
     print_json,
 )
+from pdasgd.cli.replay import accuracy_of, add_accuracy_flags, check_accuracy_args
 from pdasgd.io import atomic_write_text
 from pdasgd.scenario import Scenario, load_scenario
 from pdasgd.sweep import grid, parse_vary, sweep_row, to_csv
@@ -47,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", metavar="DIR", help="output folder (default pdasgd-sweep/<name>)")
     parser.add_argument("--real", action="store_true", help="also run every point with the executor")
+    add_accuracy_flags(parser, "every point's simulated trace replayed")
     parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: the cores)"
     )
@@ -79,11 +84,35 @@ def simulate_all(points: list, jobs: int, progress: bool) -> list[tuple[dict, di
     return results
 
 
-def measure_all(points: list, progress: bool) -> list[dict]:
+def measure_all(points: list, progress: bool) -> list:
     """Run every point for real, one after the other, each with its own sequential baseline."""
     import executor
 
-    return [executor.run(scenario, progress=progress, baseline=True).summary for _, scenario in points]
+    return [executor.run(scenario, progress=progress, baseline=True) for _, scenario in points]
+
+
+def accuracy_columns(points: list, measured: list, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per point: the predicted (simulated trace replayed) and, with --real, measured time and batches to
+    the target and final accuracy."""
+    from tqdm import tqdm
+
+    import simulator
+
+    columns = []
+    for (_, scenario), real in tqdm(
+        list(zip(points, measured, strict=True)), desc="replay", disable=args.no_progress or args.json
+    ):
+        sides = {"predicted": simulator.simulate(scenario, progress=False)}
+        if real is not None:
+            sides["measured"] = real.trace
+        row: dict[str, Any] = {}
+        for side, trace in sides.items():
+            figures = accuracy_of(scenario, trace, args.target, args.eval_points)
+            row[f"{side}_time_to_target_s"] = figures["time_to_target_s"]
+            row[f"{side}_batches_to_target"] = figures["batches_to_target"]
+            row[f"{side}_final_accuracy"] = figures["final_accuracy"]
+        columns.append(row)
+    return columns
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,23 +126,25 @@ def run(args: argparse.Namespace) -> int:
     points = grid(base, varies)
     if base.model is None:
         raise ValueError("model: no layer costs to simulate; give [model] or run `pdasgd profile` first")
+    check_accuracy_args(args, [scenario for _, scenario in points])
     out_dir = output_dir(args.out or Path("pdasgd-sweep") / folder_name(base.name), "--out")
     progress = not args.no_progress and not args.json
     simulated = simulate_all(points, args.jobs, progress)
     measured = measure_all(points, progress) if args.real else [None] * len(points)
     rows = [
-        sweep_row(overrides, predicted, theory, real)
+        sweep_row(overrides, predicted, theory, real.summary if real else None)
         for (overrides, _), (predicted, theory), real in zip(points, simulated, measured, strict=True)
     ]
+    if args.accuracy:
+        for row, extra in zip(rows, accuracy_columns(points, measured, args), strict=True):
+            row.update(extra)
     atomic_write_text(out_dir / "sweep.csv", to_csv(rows))
-    plot_sweep(rows, [key for key, _ in varies], out_dir)
+    written = plot_sweep(rows, [key for key, _ in varies], out_dir, args.accuracy)
     if args.json:
         print_json(rows)
     else:
         print(compact_table(rows, [key for key, _ in varies]))
-        eprint(
-            f"\nwritten: {out_dir / 'sweep.csv'}, {out_dir / 'throughput.png'}, {out_dir / 'staleness.png'}"
-        )
+        eprint(f"\nwritten: {', '.join(str(path) for path in [out_dir / 'sweep.csv', *written])}")
     return 0
 
 
@@ -125,6 +156,10 @@ SHOWN = {
     "theory_staleness_mean": "theory staleness",
     "measured_throughput_batches_per_s": "measured batches/s",
     "measured_staleness_mean": "measured staleness",
+    "predicted_time_to_target_s": "time to target (s)",
+    "predicted_batches_to_target": "batches to target",
+    "predicted_final_accuracy": "final accuracy",
+    "measured_time_to_target_s": "measured time to target (s)",
 }
 
 
@@ -135,9 +170,14 @@ def compact_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
     return format_table(headers, [[row[column] for column in columns] for row in rows])
 
 
-def plot_sweep(rows: list[dict[str, Any]], keys: list[str], out_dir: Path) -> None:
-    """Throughput and mean staleness against the first varied key; one line per other combination."""
+def plot_sweep(
+    rows: list[dict[str, Any]], keys: list[str], out_dir: Path, accuracy: bool = False
+) -> list[Path]:
+    """Throughput and mean staleness (and with `accuracy` the time to the target) against the first varied
+    key; one line per other combination."""
     from pdasgd.plots import sweep_plot
 
-    for figure, column in (("throughput", "throughput_batches_per_s"), ("staleness", "staleness_mean")):
-        sweep_plot(rows, keys, column, out_dir / f"{figure}.png")
+    figures = [("throughput", "throughput_batches_per_s"), ("staleness", "staleness_mean")]
+    if accuracy:
+        figures.append(("time_to_accuracy", "time_to_target_s"))
+    return [sweep_plot(rows, keys, column, out_dir / f"{figure}.png") for figure, column in figures]
