@@ -92,6 +92,12 @@ class ReplayResult:
         """The first point of the curve at or above `target` accuracy, or None if it never gets there."""
         return next((point for point in self.curve if point.accuracy >= target), None)
 
+    @property
+    def diverged_at(self) -> int | None:
+        """The first batch (in completion order) whose training loss was NaN or infinite, if any: the
+        schedule's staleness (or the learning rate) made training diverge."""
+        return next((batch for batch, _, loss in self.losses if not math.isfinite(loss)), None)
+
     def to_dict(self, target: float | None = None) -> dict:
         reached = self.time_to(target) if target is not None else None
         tail = [loss for _, _, loss in self.losses[-max(1, len(self.losses) // 10) :]]
@@ -107,6 +113,7 @@ class ReplayResult:
             "curve": [vars(point) for point in self.curve],
             "losses": [{"batch": b, "time_s": t, "loss": loss} for b, t, loss in self.losses],
             "peak_versions": self.peak_versions,
+            "loss_not_finite_from_batch": self.diverged_at,
             "replay_wall_s": self.wall_s,
         }
 

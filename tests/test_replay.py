@@ -14,6 +14,7 @@ schedule produces.
 from __future__ import annotations
 
 import copy
+import math
 from collections import defaultdict
 
 import pytest
@@ -243,3 +244,14 @@ def test_events_run_in_time_order_with_ties_resolved_by_what_they_need() -> None
     events = events_of(trace)
     assert [e.time_s for e in events] == sorted(e.time_s for e in events)
     assert_close(replay(sc, trace).parameters, reference(sc, trace))
+
+
+def test_a_diverging_schedule_says_from_which_batch_its_loss_is_not_finite() -> None:
+    sc = scenario("async-lu", train={"lr": 1e6}, model={"layers": 4, "forward_s": 0.01, "beta": 2.0})
+    result = replay(sc, simulate(sc), eval_points=2)
+    first = result.diverged_at
+    assert first is not None and result.to_dict()["loss_not_finite_from_batch"] == first
+    losses = {batch: loss for batch, _, loss in result.losses}
+    assert not math.isfinite(losses[first]) and all(math.isfinite(losses[b]) for b in losses if b < first)
+    calm = scenario("async-lu", model={"layers": 4, "forward_s": 0.01, "beta": 2.0})
+    assert replay(calm, simulate(calm), eval_points=0).diverged_at is None

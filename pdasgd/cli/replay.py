@@ -210,6 +210,12 @@ def _report(data: dict) -> str:
         ],
         [f"batches to {data['target']:g}", data["batches_to_target"] if reached else "not reached"],
         ["versions kept at most", data["peak_versions"]],
+        [
+            "training loss",
+            "finite throughout"
+            if data["loss_not_finite_from_batch"] is None
+            else f"not finite from batch {data['loss_not_finite_from_batch']} (diverged: try a lower lr)",
+        ],
         ["replay wall time (s)", data["replay_wall_s"]],
     ]
     return format_table(["quantity", "value"], rows)
