@@ -14,7 +14,8 @@ device by running those events one at a time, whatever schedule, engine or hardw
 Events run in the trace's time order; where ties leave that order open (zero-cost ops in a simulated
 trace), an event waits until what it needs has happened: the version it reads exists, its batch's previous
 op is done, the layer is at the version the update started from. Only the versions a later forward still
-reads are kept, besides the latest (`peak_versions` says how many were alive at most).
+reads are kept, besides the latest (`peak_versions` says how many were alive at most); an update writes in
+place when no pending graph and no later forward can see the version it replaces, as the executor's does.
 
 BatchNorm's running statistics are buffers that forwards update in place; a replay updates them in the
 trace's order of forwards per layer. With one forward worker that is the executor's order exactly; with
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from executor.blocks import Replica, backward_block, block_input, loss_of
+from executor.blocks import Replica, backward_block, block_input, loss_of, owned
 from executor.data import evaluate
 from executor.params import VersionedLayer
 from executor.setup import make_setup
@@ -166,9 +167,10 @@ class _Replayer:
         self.stream = _batches(setup)
         self.top = layers - 1
         self.inputs: dict[int, object] = {}  # batch -> activation going forward
-        self.saved: dict[tuple[int, int], tuple] = {}  # (batch, layer) -> (input, leaves, output)
+        self.saved: dict[tuple[int, int], tuple] = {}  # (batch, layer) -> (input, leaves, output, version)
+        self.reading: dict[tuple[int, int], int] = defaultdict(int)  # (layer, version) -> pending graphs
         self.grad_in: dict[int, torch.Tensor | None] = {}  # batch -> gradient coming back
-        self.grads: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self.grads: dict[tuple[int, int], tuple[list[torch.Tensor], list[bool]]] = {}
         self.done: set[tuple[str, int, int]] = set()
         self.losses: dict[int, float] = {}
         self.peak_versions = layers
@@ -204,20 +206,26 @@ class _Replayer:
             del self.inputs[i]
         else:
             self.inputs[i] = (out, y)
-        self.saved[(i, m)] = (x_in, leaves, out)
+        self.saved[(i, m)] = (x_in, leaves, out, event.version)
+        self.reading[(m, event.version)] += 1
         self._forget(m, index)
 
     def backward(self, event: Event, _: int) -> None:
         i, m = event.batch, event.layer
-        x_in, leaves, output = self.saved.pop((i, m))
+        x_in, leaves, output, version = self.saved.pop((i, m))
         grads, self.grad_in[i] = backward_block(output, self.grad_in.get(i), leaves, x_in)
-        self.grads[(i, m)] = grads
+        self.grads[(i, m)] = (grads, owned(grads, self.grad_in[i]))
+        self.reading[(m, version)] -= 1
         if m == 0:
             self.grad_in.pop(i, None)
 
     def update(self, event: Event, index: int) -> None:
-        m = event.layer
-        new, _, _, _ = self.layers[m].apply(self.grads.pop((event.batch, m)))
+        m, layer = event.layer, self.layers[event.layer]
+        grads, mine = self.grads.pop((event.batch, m))
+        # in place when nothing will see the old tensors: no pending graph read them, no later forward will
+        old = layer.latest.number
+        layer.in_place = not self.reading[(m, old)] and self.last_read.get((m, old), -1) <= index
+        new, _, _, _ = layer.apply(grads, owned=mine)
         self.kept[m][new.number] = new.tensors
         self._forget(m, index)
 
