@@ -170,3 +170,21 @@ def ddp_step_s(scenario, latency_s: float) -> float:
         ready_s = forward_s + sum(layer.backward_s for layer in layers[min(bucket) :])
         done_s = max(ready_s, done_s) + latency_s
     return max(done_s, forward_s + sum(layer.backward_s for layer in layers))
+
+
+# --- predicted accuracy -------------------------------------------------------------------------------
+
+
+def test_predicted_accuracy_replays_three_schedules_on_their_simulated_time(tmp_path, capsys):
+    module = load("predicted_accuracy")
+    results = module.main(["--small", "--out", str(tmp_path)])
+    written(tmp_path, ["predicted_accuracy.png"])
+    assert list(results) == ["sequential", "async-lu 1F:2B", "async-bu 1F:2B"]
+    sequential = results["sequential"]
+    # one device: batch k completes at k (F + B) = k x 15 ms
+    assert sequential["time_to_target_s"] == pytest.approx(sequential["batches_to_target"] * 0.015)
+    for label in ("async-lu 1F:2B", "async-bu 1F:2B"):
+        # the decoupled schedules run their batches in about a third of the time
+        assert results[label]["curve"][-1]["time_s"] < 0.4 * sequential["curve"][-1]["time_s"]
+    out = capsys.readouterr().out
+    assert out.count("\n") == 4 and "sequential: 95% after" in out
