@@ -34,7 +34,7 @@ ResNet-18 timings say nothing about accuracy, so a stand-in task answers it: dig
 package) on a ResNet-18 of 4 channels (the same ten blocks), trained by replaying each option's simulated
 schedule (`pdasgd replay`: every forward reads the versions the schedule gives it). The column is the time,
 on the ResNet-18 timeline, at which the stand-in first reaches 95% test accuracy (80% with --small, which
-replays fewer batches). ddp keeps a copy per rank, which replay does not cover yet.
+replays fewer batches). For ddp a step is three batches (one per rank) averaged into one update.
 
 Run: `python examples/capacity_planning.py [--out DIR] [--small]`. DIR gets capacity_options.png (throughput
 and memory per option), capacity_gantt.png (the timeline of the best option under the 5 ms link) and
@@ -225,12 +225,9 @@ def plan(batches: int, warmup: int) -> list[Row]:
 
 
 def with_time_to_accuracy(row: Row, batches: int, target: float) -> Row:
-    """`row` with the moment the stand-in task first reaches `target` on its simulated schedule (ddp,
-    a copy per rank, is not replayable yet: left empty)."""
+    """`row` with the moment the stand-in task first reaches `target` on its simulated schedule."""
     from executor.replay import replay
 
-    if row.scenario.method == "ddp":
-        return row
     scenario = row.scenario.with_overrides({"train": STAND_IN, "run.batches": batches, "run.warmup": 0})
     result = replay(scenario, simulator.simulate(scenario), eval_points=batches // 15)
     return dataclasses.replace(row, to_target=result.time_to(target))
@@ -293,7 +290,7 @@ def table_row(row: Row) -> list[Any]:
         stale,
         row.staleness,
         round(row.memory_gib, 2),
-        row.to_target.time_s if row.to_target else ("n/a" if row.scenario.method == "ddp" else "not reached"),
+        row.to_target.time_s if row.to_target else "not reached",
         row.to_target.batches if row.to_target else "-",
     ]
 
@@ -445,7 +442,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print(
         f"\nto target: seconds on the ResNet-18 timeline until the stand-in task (digits on a 4-channel "
         f"ResNet-18, replayed on each simulated schedule, {replayed} batches) first reaches {target:.0%} "
-        "test accuracy; ddp (a copy per rank) is not replayable yet.\n"
+        "test accuracy; a ddp step averages its three batches' gradients into one update.\n"
     )
     print("\n".join(conclusions(rows) + [accuracy_sentence(rows, target)]))
     for path in write_outputs(rows, args.out, batches):

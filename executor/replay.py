@@ -11,6 +11,11 @@ device by running those events one at a time, whatever schedule, engine or hardw
 - update (i, m): SGD with momentum and weight decay on layer m's latest version, as `executor.params`
   applies it, in the trace's order of that layer's versions.
 
+Methods with one shared parameter copy replay as they are (sequential, async-lu, async-bu, hogwild). ddp's
+ranks hold copies that stay equal, since every update applies the all-reduced mean gradient: its replay
+keeps one copy and makes each step's updates of a layer one update with the mean of the step's batches'
+gradients. lapsgd and lppsgd, whose copies differ between averaging rounds, are refused.
+
 Events run in the trace's time order; where ties leave that order open (zero-cost ops in a simulated
 trace), an event waits until what it needs has happened: the version it reads exists, its batch's previous
 op is done, the layer is at the version the update started from. Only the versions a later forward still
@@ -21,7 +26,8 @@ BatchNorm's running statistics are buffers that forwards update in place; a repl
 trace's order of forwards per layer. With one forward worker that is the executor's order exactly; with
 several (hogwild) two forwards of one layer may overlap in the real run and interleave their running
 averages, which a serial replay cannot reproduce: the parameters stay exact, the statistics differ
-(tests/test_replay.py bounds it).
+(tests/test_replay.py bounds it). ddp's ranks keep their own statistics (DistributedDataParallel is built
+without buffer broadcasts), while a replay's one copy sees every rank's batches.
 
 The accuracy curve is evaluated on the test split at `eval_points` moments of the trace's time axis: when
 the k-th batch of the trace completes (its last op ends), with every update applied before that moment.
@@ -41,7 +47,7 @@ from executor.blocks import Replica, backward_block, block_input, loss_of, owned
 from executor.data import evaluate
 from executor.params import VersionedLayer
 from executor.setup import make_setup
-from pdasgd.methods import BACKWARD, FORWARD, UPDATE, Copies
+from pdasgd.methods import BACKWARD, FORWARD, UPDATE, Copies, lookup
 from pdasgd.scenario import Scenario
 from pdasgd.trace import Trace, TraceError
 
@@ -56,6 +62,7 @@ class Event:
     batch: int
     layer: int
     version: int  # forward: the version read; update: the version before it; backward: unused
+    group: tuple[int, ...] = ()  # a synchronous step's update: every batch whose gradient it averages
 
     @property
     def key(self) -> tuple:
@@ -121,7 +128,9 @@ class ReplayResult:
 
 def events_of(trace: Trace) -> list[Event]:
     """The trace's forward, backward and update spans as events in time order (TraceError if one is
-    missing what a replay needs)."""
+    missing what a replay needs). For synchronous data parallel (ddp), whose ranks' copies are equal at
+    every step, the ranks' updates of a layer at one step (one version) are one update with the mean of
+    their batches' gradients, as DistributedDataParallel's all-reduce gives every rank."""
     found = []
     for span in trace.spans:
         if span.op not in KIND_ORDER or span.batch is None or span.layer is None:
@@ -129,15 +138,36 @@ def events_of(trace: Trace) -> list[Event]:
         if span.op != BACKWARD and span.version is None:
             raise TraceError(f"a {span.op} span of batch {span.batch}, layer {span.layer} has no version")
         found.append(Event(span.start_s, span.op, span.batch, span.layer, span.version or 0))
+    if synchronous(lookup(trace.method)):
+        found = _one_update_per_step(found)
     return sorted(found, key=lambda event: event.key)
+
+
+def synchronous(definition) -> bool:
+    """Ranks with a copy each that stay equal: gradients all-reduced before every update (ddp)."""
+    return definition.ranks and not definition.averaging
+
+
+def _one_update_per_step(events: list[Event]) -> list[Event]:
+    steps: dict[tuple[int, int], list[Event]] = defaultdict(list)
+    others = []
+    for event in events:
+        (steps[(event.layer, event.version)] if event.kind == UPDATE else others).append(event)
+    merged = []
+    for (layer, version), updates in steps.items():
+        first = min(updates, key=lambda event: event.key)
+        group = tuple(sorted(event.batch for event in updates))
+        merged.append(Event(first.time_s, UPDATE, group[0], layer, version, group))
+    return others + merged
 
 
 def check_replayable(scenario: Scenario, trace: Trace) -> None:
     """TraceError unless `trace` can be replayed on `scenario`'s network."""
-    if scenario.definition.copies is not Copies.SHARED:
+    definition = scenario.definition
+    if definition.copies is not Copies.SHARED and not synchronous(definition):
         raise TraceError(
-            f"replay: {trace.method} keeps a parameter copy per rank or worker; replay covers the methods "
-            "with one shared copy (sequential, async-lu, async-bu, hogwild) so far"
+            f"replay: {trace.method} averages a parameter copy per rank every few batches; replay covers "
+            "one shared copy (sequential, async-lu, async-bu, hogwild) and synchronous ddp so far"
         )
     if trace.method != scenario.method:
         raise TraceError(
@@ -184,7 +214,9 @@ class _Replayer:
             return (FORWARD, i, self.top) in self.done and (
                 m == self.top or (BACKWARD, i, m + 1) in self.done
             )
-        return (BACKWARD, i, m) in self.done and self.layers[m].latest.number == event.version
+        batches = event.group or (i,)
+        done = all((BACKWARD, b, m) in self.done for b in batches)
+        return done and self.layers[m].latest.number == event.version
 
     def run(self, event: Event, index: int) -> None:
         {FORWARD: self.forward, BACKWARD: self.backward, UPDATE: self.update}[event.kind](event, index)
@@ -221,7 +253,11 @@ class _Replayer:
 
     def update(self, event: Event, index: int) -> None:
         m, layer = event.layer, self.layers[event.layer]
-        grads, mine = self.grads.pop((event.batch, m))
+        if event.group:  # a synchronous step: the mean of its batches' gradients, as DDP averages them
+            parts = [self.grads.pop((b, m))[0] for b in event.group]
+            grads, mine = [sum(p[k] for p in parts) / len(parts) for k in range(len(parts[0]))], None
+        else:
+            grads, mine = self.grads.pop((event.batch, m))
         # in place when nothing will see the old tensors: no pending graph read them, no later forward will
         old = layer.latest.number
         layer.in_place = not self.reading[(m, old)] and self.last_read.get((m, old), -1) <= index

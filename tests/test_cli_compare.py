@@ -128,13 +128,13 @@ def test_compare_accuracy_puts_the_predicted_time_to_target_beside_the_measured(
 
 
 def test_compare_accuracy_refuses_what_replay_cannot_do_before_any_work(tmp_path, capsys):
-    (tmp_path / "ddp.toml").write_text(
-        TINY.replace('method = "async-lu"', 'method = "ddp"').replace(
-            "backward = 2\nmax_in_flight = 4", "replicas = 2"
+    (tmp_path / "lapsgd.toml").write_text(
+        TINY.replace('method = "async-lu"', 'method = "lapsgd"').replace(
+            "backward = 2\nmax_in_flight = 4", "replicas = 2\nper_replica = 1"
         )
     )
-    assert main(["compare", str(tmp_path / "ddp.toml"), "--accuracy", "--out", str(tmp_path / "o")]) == 2
-    assert "--accuracy: ddp keeps a parameter copy per rank" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "lapsgd.toml"), "--accuracy", "--out", str(tmp_path / "o")]) == 2
+    assert "--accuracy: lapsgd averages a parameter copy per rank" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
-    assert main(["compare", str(tmp_path / "ddp.toml"), "--target", "-1"]) == 2
+    assert main(["compare", str(tmp_path / "lapsgd.toml"), "--target", "-1"]) == 2
     assert "--target: must be >= 0.0" in capsys.readouterr().err

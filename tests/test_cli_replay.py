@@ -98,15 +98,18 @@ def test_bad_arguments_are_one_line_before_any_work(tmp_path, capsys, extra, rea
     assert reason in err and err.count("\n") == 1
 
 
-def test_a_method_with_a_copy_per_rank_and_the_timed_network_are_refused(tmp_path, capsys) -> None:
-    ranks = tmp_path / "ddp.toml"
+def test_an_averaging_method_and_the_timed_network_are_refused(tmp_path, capsys) -> None:
+    ranks = tmp_path / "lapsgd.toml"
     ranks.write_text(
-        SCENARIO.format(method="ddp", network="mlp")
+        SCENARIO.format(method="lapsgd", network="mlp")
         .replace("[run]", "[run]\n")
-        .replace("[workers]\nforward = 1\nbackward = 2\nmax_in_flight = 4", "[workers]\nreplicas = 2")
+        .replace(
+            "[workers]\nforward = 1\nbackward = 2\nmax_in_flight = 4",
+            "[workers]\nreplicas = 2\nper_replica = 1",
+        )
     )
     assert main(["replay", str(ranks), "--no-progress"]) == 2
-    assert "replay: ddp keeps a parameter copy per rank" in capsys.readouterr().err
+    assert "replay: lapsgd averages a parameter copy per rank" in capsys.readouterr().err
     timed = tmp_path / "timed.toml"
     timed.write_text(SCENARIO.format(method="async-lu", network="timed").replace("digits", "synthetic"))
     assert main(["replay", str(timed), "--no-progress"]) == 2

@@ -91,7 +91,6 @@ def test_capacity_planning_times_to_accuracy_come_from_replayed_schedules(capaci
     assert sequential is not None and sequential.accuracy >= module.SMALL_TARGET
     # one GPU: the k-th batch completes at k (F + B) on the ResNet-18 timeline
     assert sequential.time_s == pytest.approx(sequential.batches * (f_s + b_s), rel=1e-9)
-    assert all(row.to_target is None for row in rows if row.scenario.method == "ddp")
     reached = [row for row in rows if row.to_target is not None]
     assert len(reached) >= 3 and min(r.to_target.time_s for r in reached) < sequential.time_s
 

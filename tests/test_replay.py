@@ -224,10 +224,14 @@ def test_the_curve_follows_the_traces_time_axis_and_reaches_a_target() -> None:
     assert len(result.losses) == 200 and result.losses[-1][2] < result.losses[0][2]
 
 
-def test_methods_with_a_copy_per_rank_and_foreign_traces_are_refused() -> None:
-    ddp = scenario("ddp", workers={"replicas": 2}, model={"layers": 4, "forward_s": 0.01, "beta": 2.0})
-    with pytest.raises(TraceError, match="replay: ddp keeps a parameter copy per rank"):
-        replay(ddp, simulate(ddp))
+def test_averaging_methods_and_foreign_traces_are_refused() -> None:
+    lapsgd = scenario(
+        "lapsgd",
+        workers={"replicas": 2, "per_replica": 1},
+        model={"layers": 4, "forward_s": 0.01, "beta": 2.0},
+    )
+    with pytest.raises(TraceError, match="replay: lapsgd averages a parameter copy per rank"):
+        replay(lapsgd, simulate(lapsgd))
     lu = scenario("async-lu", model={"layers": 4, "forward_s": 0.01, "beta": 2.0})
     bu_trace = simulate(lu.with_overrides({"method": "async-bu"}))
     with pytest.raises(TraceError, match="the trace is of async-bu, the scenario's method is async-lu"):
@@ -255,3 +259,39 @@ def test_a_diverging_schedule_says_from_which_batch_its_loss_is_not_finite() -> 
     assert not math.isfinite(losses[first]) and all(math.isfinite(losses[b]) for b in losses if b < first)
     calm = scenario("async-lu", model={"layers": 4, "forward_s": 0.01, "beta": 2.0})
     assert replay(calm, simulate(calm), eval_points=0).diverged_at is None
+
+
+# --- ddp: ranks whose copies stay equal ---------------------------------------------------------------
+
+
+def ddp_scenario(**train):
+    return scenario(
+        "ddp",
+        train={"network": "mlp", "width": 32, "depth": 2, "batch_size": 8, "device": "cpu", **TRAIN, **train},
+        workers={"replicas": 2, "per_replica": 1},
+        model={"layers": 3, "forward_s": 0.01, "beta": 2.0},
+        distributed={"timeout_s": 20},
+        run={"batches": 12, "warmup": 2},
+    )
+
+
+def test_a_simulated_ddp_trace_replays_to_sgd_on_the_concatenated_batches() -> None:
+    sc = ddp_scenario()
+    replayed = replay(sc, simulate(sc), eval_points=2)
+    dataset = load_dataset(sc.train, sc.run.seed)
+    torch.manual_seed(sc.run.seed)
+    model = torch.nn.Sequential(*build_network(sc.train, dataset.input_shape, dataset.num_classes, None))
+    optimizer = torch.optim.SGD(model.parameters(), lr=sc.train.lr, momentum=0.9, weight_decay=1e-3)
+    stream = batch_stream(dataset, sc.train.batch_size, sc.run.seed)
+    for _ in range(6):  # a step: batches 2k (rank 0) and 2k + 1 (rank 1), gradients averaged
+        (x0, y0), (x1, y1) = next(stream), next(stream)
+        optimizer.zero_grad()
+        F.cross_entropy(model(torch.cat([x0, x1])), torch.cat([y0, y1])).backward()
+        optimizer.step()
+    assert_close(replayed.parameters, [tuple(block.parameters()) for block in model])
+
+
+def test_a_measured_ddp_trace_replays_to_the_ranks_final_parameters() -> None:
+    sc = ddp_scenario()
+    measured = run(sc, curve_points=0)
+    assert_close(replay(sc, measured.trace, eval_points=2).parameters, measured.parameters)

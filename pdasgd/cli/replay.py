@@ -37,7 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--trace the scenario is simulated first, so this predicts the accuracy curve and the time to "
         "--target of the schedule on the scenario's hardware.",
         epilog="Replay covers the methods with one shared parameter copy (sequential, async-lu, async-bu, "
-        "hogwild). A measured trace replays to the run's own final parameters (tests/test_replay.py).",
+        "hogwild) and synchronous ddp (one update per step with the mean of the ranks' gradients); "
+        "lapsgd and lppsgd are refused. A measured trace replays to the run's own final parameters "
+        "(tests/test_replay.py).",
     )
     parser.add_argument("scenario", help="scenario TOML file ([train] says the network and the data)")
     parser.add_argument("--trace", metavar="T.json", help="replay this trace instead of simulating")
@@ -110,10 +112,11 @@ def check_accuracy_args(args: argparse.Namespace, scenarios: list[Scenario]) -> 
 
     for scenario in scenarios:
         _check_network(scenario)
-        if scenario.definition.copies is not Copies.SHARED:
+        definition = scenario.definition
+        if definition.copies is not Copies.SHARED and not (definition.ranks and not definition.averaging):
             fail(
-                f"--accuracy: {scenario.method} keeps a parameter copy per rank or worker; replay covers "
-                "sequential, async-lu, async-bu and hogwild so far"
+                f"--accuracy: {scenario.method} averages a parameter copy per rank every few batches; "
+                "replay covers sequential, async-lu, async-bu, hogwild and ddp so far"
             )
 
 
