@@ -122,6 +122,8 @@ def run(
     sequential_s = sequential_batch_s(scenario) if baseline else None
     copies = PARAMETER_COPIES + curve_points + 1
     setup = make_setup(scenario, checkpoint_dir, copies, device=world.device if world else None)
+    if world is not None:  # the ranks start together: their setups (data, network, checks) differ in length
+        world.main.barrier()
     ctx, curve = _context(setup, probe, curve_points, stop_event or threading.Event(), world)
     if cpu_times:
         ctx.cpu_times = {}
