@@ -51,3 +51,30 @@ class Recorder:
         self.grads[(i, m)] = (version, [g.detach().clone() for g in grads])
         if self.on_gradient:
             self.on_gradient(i, m)
+
+
+def plain_training(sc: Scenario, steps: int, batches_per_step: int = 1) -> list[tuple[torch.Tensor, ...]]:
+    """The reference: a plain PyTorch loop (nn.Sequential of the scenario's blocks, torch.optim.SGD with its
+    momentum and weight decay) for `steps` steps, each on `batches_per_step` consecutive batches of the
+    seeded stream concatenated (2 for two DDP ranks); per block, its final parameters."""
+    import torch.nn.functional as F
+
+    from executor.data import batch_stream, load_dataset
+    from executor.networks import build_network
+
+    train = sc.train
+    dataset = load_dataset(train, sc.run.seed)
+    torch.manual_seed(sc.run.seed)
+    blocks = build_network(train, dataset.input_shape, dataset.num_classes, dataset.vocab_size)
+    model = torch.nn.Sequential(*blocks)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+    )
+    stream = batch_stream(dataset, train.batch_size, sc.run.seed)
+    for _ in range(steps):
+        pairs = [next(stream) for _ in range(batches_per_step)]
+        optimizer.zero_grad()
+        x, y = torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return [tuple(p.detach() for p in block.parameters()) for block in blocks]

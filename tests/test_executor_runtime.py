@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from executor_probe import Recorder, scenario
-from torch import nn
+from executor_probe import Recorder, plain_training, scenario
 
-from executor.data import batch_stream, load_dataset
-from executor.networks import build_network
 from executor.results import Snapshot, evaluate_snapshot
 from executor.runtime import run
 from executor.setup import make_setup
@@ -129,19 +125,9 @@ def test_sequential_run_equals_a_plain_pytorch_loop_with_momentum_and_weight_dec
     train = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.001}
     sc = scenario("sequential", train=train, run={"batches": 15})
     result = run(sc)
-    dataset = load_dataset(sc.train, sc.run.seed)
-    torch.manual_seed(sc.run.seed)
-    model = nn.Sequential(*build_network(sc.train, dataset.input_shape, dataset.num_classes))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=0.001)
-    stream = batch_stream(dataset, sc.train.batch_size, sc.run.seed)
-    for _ in range(15):
-        x, y = next(stream)
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    for got, block in zip(result.parameters, model, strict=True):
-        for tensor, param in zip(got, block.parameters(), strict=True):
-            torch.testing.assert_close(tensor, param.detach(), rtol=1e-5, atol=1e-6)
+    for got, want in zip(result.parameters, plain_training(sc, 15), strict=True):
+        for tensor, param in zip(got, want, strict=True):
+            torch.testing.assert_close(tensor, param, rtol=1e-5, atol=1e-6)
 
 
 def test_batchnorm_running_statistics_are_trained_and_used_for_evaluation() -> None:
@@ -180,9 +166,17 @@ def test_baseline_gives_a_speedup_over_sequential() -> None:
 
 
 def test_hogwild_workers_each_update_every_layer_of_their_own_batches() -> None:
-    sc = scenario("hogwild", workers={"replicas": 1, "per_replica": 2}, run={"batches": 8})
+    # worker:0 sleeps 10 ms before each of its batches, so worker:1 gets batches even if it starts late
+    # (with a shared counter, one worker may otherwise take all 8 batches on a loaded machine)
+    straggler = {"worker": "worker:0", "every": 1, "extra_s": 0.01, "kind": "sleep"}
+    sc = scenario(
+        "hogwild",
+        workers={"replicas": 1, "per_replica": 2},
+        delays={"straggler": [straggler]},
+        run={"batches": 8},
+    )
     trace = run(sc).trace
-    assert set(trace.workers()) == {"worker:0", "worker:1"}
+    assert {s.worker for s in spans_of(trace, "forward")} == {"worker:0", "worker:1"}
     assert len(spans_of(trace, "update")) == 8 * trace.layers
     for span in spans_of(trace, "update"):
         forward_worker = {s.worker for s in spans_of(trace, "forward") if s.batch == span.batch}

@@ -20,7 +20,7 @@ from collections import defaultdict
 import pytest
 import torch
 import torch.nn.functional as F
-from executor_probe import scenario
+from executor_probe import plain_training, scenario
 from torch.func import functional_call
 
 from executor.data import batch_stream, load_dataset
@@ -177,17 +177,7 @@ def test_sequential_replay_is_a_plain_pytorch_training_loop() -> None:
         run={"batches": 15},
     )
     replayed = replay(sc, simulate(sc))
-    dataset = load_dataset(sc.train, sc.run.seed)
-    torch.manual_seed(sc.run.seed)
-    model = torch.nn.Sequential(*build_network(sc.train, dataset.input_shape, dataset.num_classes, None))
-    optimizer = torch.optim.SGD(model.parameters(), lr=sc.train.lr, momentum=0.9, weight_decay=1e-3)
-    stream = batch_stream(dataset, sc.train.batch_size, sc.run.seed)
-    for _ in range(15):
-        x, y = next(stream)
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-    assert_close(replayed.parameters, [tuple(block.parameters()) for block in model])
+    assert_close(replayed.parameters, plain_training(sc, 15))
 
 
 # --- what is kept, the curve, refusals ----------------------------------------------------------------
@@ -278,17 +268,8 @@ def ddp_scenario(**train):
 def test_a_simulated_ddp_trace_replays_to_sgd_on_the_concatenated_batches() -> None:
     sc = ddp_scenario()
     replayed = replay(sc, simulate(sc), eval_points=2)
-    dataset = load_dataset(sc.train, sc.run.seed)
-    torch.manual_seed(sc.run.seed)
-    model = torch.nn.Sequential(*build_network(sc.train, dataset.input_shape, dataset.num_classes, None))
-    optimizer = torch.optim.SGD(model.parameters(), lr=sc.train.lr, momentum=0.9, weight_decay=1e-3)
-    stream = batch_stream(dataset, sc.train.batch_size, sc.run.seed)
-    for _ in range(6):  # a step: batches 2k (rank 0) and 2k + 1 (rank 1), gradients averaged
-        (x0, y0), (x1, y1) = next(stream), next(stream)
-        optimizer.zero_grad()
-        F.cross_entropy(model(torch.cat([x0, x1])), torch.cat([y0, y1])).backward()
-        optimizer.step()
-    assert_close(replayed.parameters, [tuple(block.parameters()) for block in model])
+    # a step: batches 2k (rank 0) and 2k + 1 (rank 1), their gradients averaged
+    assert_close(replayed.parameters, plain_training(sc, 6, batches_per_step=2))
 
 
 def test_a_measured_ddp_trace_replays_to_the_ranks_final_parameters() -> None:

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -129,6 +130,21 @@ def folder_name(name: str) -> str:
     kept, anything else (path separators, `..`, control characters) becomes `_`."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".-")[:100]
     return safe or "scenario"
+
+
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high`, else a one-line error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
 
 
 def check_range(flag: str, value: int | float, low: int | float, high: int | float) -> None:

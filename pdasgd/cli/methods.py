@@ -13,7 +13,7 @@ import argparse
 from typing import Any
 
 from pdasgd import methods
-from pdasgd.cli.common import add_json_flag, format_table, print_json
+from pdasgd.cli.common import add_json_flag, format_table, int_between, print_json
 from pdasgd.scenario import Workers
 
 
@@ -26,19 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "'|' separates the roles.",
     )
     parser.add_argument("name", nargs="?", help="one method (default: all)")
-    parser.add_argument("--layers", type=_layers, default=3, metavar="N", help="layers in the schedule (3)")
+    parser.add_argument(
+        "--layers", type=int_between(1, 64), default=3, metavar="N", help="layers in the schedule (3)"
+    )
     add_json_flag(parser)
     parser.set_defaults(func=run)
-
-
-def _layers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 64, got {value}")
-    return value
 
 
 def describe(method: methods.Method, layers: int, workers: Any = None) -> dict[str, Any]:

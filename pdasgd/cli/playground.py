@@ -13,7 +13,7 @@ import argparse
 import threading
 import webbrowser
 
-from pdasgd.cli.common import fail
+from pdasgd.cli.common import fail, int_between
 
 DEFAULT_PORT = 8765
 
@@ -35,23 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("scenario", nargs="?", help="scenario TOML file to start from (optional)")
     parser.add_argument(
         "--port",
-        type=_port,
+        type=int_between(0, 65535),
         metavar="N",
         help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, or a free one if that is taken; 0: any free port)",
     )
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser; print the URL")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     parser.set_defaults(func=run)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
