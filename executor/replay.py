@@ -47,7 +47,7 @@ from executor.blocks import Replica, backward_block, block_input, loss_of, owned
 from executor.data import evaluate
 from executor.params import VersionedLayer
 from executor.setup import make_setup
-from pdasgd.methods import BACKWARD, FORWARD, UPDATE, Copies, lookup
+from pdasgd.methods import BACKWARD, FORWARD, UPDATE, lookup
 from pdasgd.scenario import Scenario
 from pdasgd.trace import Trace, TraceError
 
@@ -138,14 +138,9 @@ def events_of(trace: Trace) -> list[Event]:
         if span.op != BACKWARD and span.version is None:
             raise TraceError(f"a {span.op} span of batch {span.batch}, layer {span.layer} has no version")
         found.append(Event(span.start_s, span.op, span.batch, span.layer, span.version or 0))
-    if synchronous(lookup(trace.method)):
+    if lookup(trace.method).synchronous:
         found = _one_update_per_step(found)
     return sorted(found, key=lambda event: event.key)
-
-
-def synchronous(definition) -> bool:
-    """Ranks with a copy each that stay equal: gradients all-reduced before every update (ddp)."""
-    return definition.ranks and not definition.averaging
 
 
 def _one_update_per_step(events: list[Event]) -> list[Event]:
@@ -161,14 +156,18 @@ def _one_update_per_step(events: list[Event]) -> list[Event]:
     return others + merged
 
 
+def not_replayable(method: str) -> str:
+    """Why a method's traces cannot be replayed (for the one-line refusals)."""
+    return (
+        f"{method} averages a parameter copy per rank every few batches; replay covers one shared copy "
+        "(sequential, async-lu, async-bu, hogwild) and synchronous ddp so far"
+    )
+
+
 def check_replayable(scenario: Scenario, trace: Trace) -> None:
     """TraceError unless `trace` can be replayed on `scenario`'s network."""
-    definition = scenario.definition
-    if definition.copies is not Copies.SHARED and not synchronous(definition):
-        raise TraceError(
-            f"replay: {trace.method} averages a parameter copy per rank every few batches; replay covers "
-            "one shared copy (sequential, async-lu, async-bu, hogwild) and synchronous ddp so far"
-        )
+    if not scenario.definition.replayable:
+        raise TraceError(f"replay: {not_replayable(scenario.method)}")
     if trace.method != scenario.method:
         raise TraceError(
             f"replay: the trace is of {trace.method}, the scenario's method is {scenario.method}"

@@ -114,6 +114,17 @@ class Method:
         """Whether `max_in_flight` applies: methods that hand batches from one role to the next."""
         return len(self.roles) > 1
 
+    @property
+    def synchronous(self) -> bool:
+        """Ranks whose copies stay equal: every update applies the all-reduced gradient (ddp)."""
+        return self.ranks and not self.averaging
+
+    @property
+    def replayable(self) -> bool:
+        """Whether a trace says all of the run's arithmetic (`executor.replay`): one shared copy, or copies
+        that stay equal. Averaging rounds are not versions, so a trace does not say which forwards saw one."""
+        return self.copies is Copies.SHARED or self.synchronous
+
     def rank_count(self, workers: Any) -> int:
         """How many ranks: `workers.replicas` for a method across ranks, else 1 (one process)."""
         return workers.replicas if self.ranks else 1

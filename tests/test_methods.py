@@ -217,3 +217,9 @@ def test_the_variant_trains_in_the_executor_with_exact_gradients() -> None:
                 assert version == recorder.reads[(i, m)][0]
                 for got, want in zip(grads, expected[m], strict=True):
                     assert got.allclose(want, rtol=1e-5, atol=1e-6)
+
+
+def test_replayable_methods_are_one_shared_copy_or_ranks_that_stay_equal() -> None:
+    replayable = {name for name in methods.names() if methods.lookup(name).replayable}
+    assert replayable == {"sequential", "async-lu", "async-bu", "hogwild", "ddp"}
+    assert {name for name in methods.names() if methods.lookup(name).synchronous} == {"ddp"}

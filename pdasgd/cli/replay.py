@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trace and args.batches is not None:
         fail("--batches: a trace has its own batches; give one or the other")
     scenario = with_batches(scenario, args.batches)
-    _check_network(scenario)
+    _check_replayable(scenario)
     trace = _trace(scenario, args.trace)
     result = _replay(scenario, trace, args)
     data = {"scenario": scenario.name, "trace_makespan_s": _makespan(trace), **result.to_dict(args.target)}
@@ -80,9 +80,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_network(scenario: Scenario) -> None:
+def _check_replayable(scenario: Scenario, prefix: str = "replay") -> None:
+    """One line before any work unless the scenario's method and network can be replayed."""
     if scenario.train.network == "timed":
         fail("train.network: timed only sleeps its [model] costs; replay needs a network that learns")
+    if not scenario.definition.replayable:
+        from executor.replay import not_replayable
+
+        fail(f"{prefix}: {not_replayable(scenario.method)}")
 
 
 # --- time to accuracy for compare --accuracy and sweep --accuracy ------------------------------------
@@ -108,16 +113,8 @@ def check_accuracy_args(args: argparse.Namespace, scenarios: list[Scenario]) -> 
     check_range("--eval-points", args.eval_points, 1, MAX_EVAL_POINTS)
     if not args.accuracy:
         return
-    from pdasgd.methods import Copies
-
     for scenario in scenarios:
-        _check_network(scenario)
-        definition = scenario.definition
-        if definition.copies is not Copies.SHARED and not (definition.ranks and not definition.averaging):
-            fail(
-                f"--accuracy: {scenario.method} averages a parameter copy per rank every few batches; "
-                "replay covers sequential, async-lu, async-bu, hogwild and ddp so far"
-            )
+        _check_replayable(scenario, "--accuracy")
 
 
 def accuracy_of(scenario: Scenario, trace, target: float, eval_points: int) -> dict:
@@ -156,9 +153,8 @@ def _trace(scenario: Scenario, path: str | None):
 def _replay(scenario: Scenario, trace, args: argparse.Namespace):
     from tqdm import tqdm
 
-    from executor.replay import check_replayable, replay
+    from executor.replay import replay
 
-    check_replayable(scenario, trace)
     bar = tqdm(
         total=len(trace.spans),
         unit="op",
