@@ -83,20 +83,32 @@ class Averager:
             future.wait()
 
     def _round(self, group: OwnedGroup) -> None:
-        snapshot = [layer.copy_tensors()[1] for layer in self.layers]
-        flat = torch.cat([t.reshape(-1) for tensors in snapshot for t in tensors])
-        average = flat.clone()
-        group.all_reduce(average)
-        delta = average.div_(self.ranks).sub_(flat)
-        offset = 0
-        for layer, tensors in zip(self.layers, snapshot, strict=True):
-            deltas = []
-            for tensor in tensors:
-                deltas.append(delta[offset : offset + tensor.numel()].view_as(tensor))
-                offset += tensor.numel()
-            layer.shift(deltas, _cuda_ready if flat.is_cuda else None)
+        average_copies(self.layers, group, self.ranks)
         if self.blocking:
             self.open.set()
+
+
+def average_copies(layers: list[VersionedLayer], group: OwnedGroup, ranks: int) -> None:
+    """One averaging round (module docstring, steps 1-3), in the calling thread, which owns `group`."""
+    snapshot = [layer.copy_tensors()[1] for layer in layers]
+    flat = torch.cat([t.reshape(-1) for tensors in snapshot for t in tensors])
+    average = flat.clone()
+    group.all_reduce(average)
+    delta = average.div_(ranks).sub_(flat)
+    for layer, deltas in zip(layers, split_like(delta, snapshot), strict=True):
+        layer.shift(deltas, _cuda_ready if flat.is_cuda else None)
+
+
+def split_like(flat: torch.Tensor, like: list[tuple[torch.Tensor, ...]]) -> list[list[torch.Tensor]]:
+    """`flat` cut into views shaped as the tensors of each layer in `like`, in order."""
+    parts, offset = [], 0
+    for tensors in like:
+        views = []
+        for tensor in tensors:
+            views.append(flat[offset : offset + tensor.numel()].view_as(tensor))
+            offset += tensor.numel()
+        parts.append(views)
+    return parts
 
 
 def _cuda_ready() -> object:

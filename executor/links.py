@@ -103,8 +103,8 @@ class Link:
 class Window:
     """At most `max_in_flight` batches between a forward's start and its backward's end."""
 
-    def __init__(self, max_in_flight: int, first: int, stop: threading.Event) -> None:
-        self.max_in_flight = max_in_flight
+    def __init__(self, max_in_flight: int, first: int, stop: threading.Event, stride: int = 1) -> None:
+        self.max_in_flight = max_in_flight * stride  # a rank of R trains every R-th batch: R x as far back
         self.stop = stop
         self._finished: set[int] = set()
         self._first = first  # batches before this one (resumed runs) count as finished

@@ -215,6 +215,22 @@ class VersionedLayer:
             self.latest = new
         return new
 
+    def mix(
+        self, deltas: Sequence[torch.Tensor], stamp: Callable[[], Any] = _no_stamp
+    ) -> tuple[Version, int, Any]:
+        """A gossip mix (pdasgd.gossip): add `deltas` to the latest version's tensors as the next version,
+        published at once (with whatever unpublished update it was built on); return (the new version, the
+        version just before it, `stamp()` under the lock). New tensors: a pending graph keeps what it read."""
+        with self.lock:
+            old = _ready(self.latest)
+            tensors = tuple(torch.add(t, d) for t, d in zip(old.tensors, deltas, strict=True))
+            new = Version(old.number + 1, tensors)
+            self.latest = self.current = new
+            self._unpublished = set()  # a later publish of an older version changes nothing
+            self._account()
+            end = stamp()
+        return new, old.number, end
+
     def copy_tensors(
         self, into: tuple[torch.Tensor, ...] | None = None
     ) -> tuple[int, tuple[torch.Tensor, ...]]:

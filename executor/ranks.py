@@ -1,4 +1,5 @@
-"""One rank of a method across ranks (ddp, lapsgd, lppsgd): its communicator, and what it hands back.
+"""One rank of a method across ranks (ddp, lapsgd, lppsgd, gossip-lu, gossip-bu): its communicator, and what
+it hands back.
 
 Each rank is a process (`executor.launch` starts them, or an outside torchrun). It joins the world
 (`executor.world`), measures its clock's offset to rank 0, and trains its share of the batches with the
@@ -7,7 +8,8 @@ same runtime as a single process (`executor.runtime.run(world=...)`): its worker
 - the communicator thread (`executor.communicator`), the only one that talks to other ranks;
 - lapsgd/lppsgd: the `Averager`, whose rounds the workers' finished batches trigger
   (`executor.averaging`);
-- ddp: the `DdpModel` its one worker trains (`executor.ddp`).
+- ddp: the `DdpModel` its one worker trains (`executor.ddp`);
+- gossip-lu, gossip-bu: the `Gossiper` (`executor.gossip`) is the rank's communicator.
 
 After the run the ranks time an all-reduce of 8 bytes and of the model's parameters (`probe_allreduce`:
 the real network's latency and rate, for compare's prediction). Then rank 0 gathers every rank's trace
@@ -32,6 +34,7 @@ from torch.distributed.elastic.multiprocessing.errors import get_error_handler, 
 
 from executor.averaging import Averager
 from executor.communicator import Communicator
+from executor.gossip import Gossiper
 from executor.world import World, align_clocks, join, probe_allreduce
 from pdasgd.methods import ALLREDUCE
 from pdasgd.ranks import COMM, merge_traces
@@ -47,10 +50,19 @@ class RankParts:
     def __init__(self, scenario: Scenario, ctx: Any, world: World, report) -> None:
         from executor.ddp import DdpModel
 
+        method = scenario.definition
+        self.ctx = ctx
+        self.averager = None
+        self.gossiper = None
+        if method.gossip:
+            nbytes = model_bytes(scenario, ctx.layers)
+            self.gossiper = Gossiper(scenario, ctx.layers, nbytes, world, ctx.clock, ctx.stop, report)
+            self.communicator = self.gossiper
+            ctx.logs[COMM] = self.gossiper.log
+            ctx.on_update = self.gossiper.mark
+            return
         self.communicator = Communicator(world.comm, world.rank, scenario.delays, ctx.clock, ctx.stop, report)
         ctx.logs[COMM] = self.communicator.log
-        method = scenario.definition
-        self.averager = None
         if method.averaging and world.size > 1:
             self.averager = Averager(scenario, ctx.layers, self.communicator, world.size, ctx.stop)
             previous = ctx.on_finish
@@ -71,9 +83,12 @@ class RankParts:
         self.communicator.start()
 
     def finish(self) -> None:
-        """After the workers: the last averaging round (its error, if any, raises)."""
+        """After the workers: the last averaging round, or the end of gossip (its error, if any, raises)."""
         if self.averager is not None:
             self.averager.finish()
+        if self.gossiper is not None:
+            self.gossiper.finish()
+            self.ctx.info.update(self.gossiper.info())
 
     def close(self, timeout_s: float) -> None:
         self.communicator.close(timeout_s)

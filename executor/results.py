@@ -147,6 +147,7 @@ def build_trace(
             "first_batch": setup.first,
             "activation_bytes": setup.activation_bytes,
             "param_bytes": [layer.nbytes for layer in setup.layers],
+            **ctx.info,
             **info,
         },
     )

@@ -245,7 +245,8 @@ def _plan(scenario: Scenario, ctx: Context) -> list[tuple[str, Callable, tuple]]
         method.check(len(ctx.layers), workers)
     except MethodError as error:
         raise ScenarioError(f"method: {error}") from None
-    window = Window(workers.max_in_flight, ctx.first, ctx.stop) if method.windowed else None
+    stride = ctx.batch_ids.step  # a rank's batches: rank, rank + R, ...
+    window = Window(workers.max_in_flight, ctx.first, ctx.stop, stride) if method.windowed else None
     sizes = [role.size(workers) for role in method.roles]
     links = [Link(scenario.delays.handoff_s, ctx.stop, senders=size) for size in sizes[:-1]]
     plan, slot = [], 0

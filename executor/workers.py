@@ -147,6 +147,8 @@ class Context:
     batch_ids: range = range(0)  # the batches this process trains: first..end, or a rank's share
     gate: Callable[[], None] | None = None  # blocking averaging: a counter worker calls it before a batch
     ddp: Any = None  # executor.ddp.DdpModel of a ddp rank
+    on_update: Callable[[int], None] | None = None  # after each update of a layer (gossip marks it)
+    info: dict[str, Any] = field(default_factory=dict)  # more for the trace's info (a rank's gossip counts)
 
     def __post_init__(self) -> None:
         if not self.batch_ids:
@@ -283,6 +285,8 @@ class Worker:
         direct = at_once and ctx.delivery is None
         version, before, applied_start, end = ctx.layers[m].apply(grads, sync, stamp, mine, publish=direct)
         self.log.add("update", item.index, m, start if cost_s else applied_start, end, before)
+        if ctx.on_update is not None:
+            ctx.on_update(m)
         if at_once and not direct:
             ctx.delivery.publish(ctx.layers[m], version)
         elif not at_once:

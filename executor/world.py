@@ -78,6 +78,19 @@ class OwnedGroup:
         self.check()
         dist.recv(tensor, source, group=self.group)
 
+    def all_gather(self, tensor: torch.Tensor, size: int) -> list[torch.Tensor]:
+        self.check()
+        gathered = [torch.empty_like(tensor) for _ in range(size)]
+        dist.all_gather(gathered, tensor, group=self.group)
+        return gathered
+
+    def exchange(self, send: torch.Tensor, receive: torch.Tensor, peer: int) -> None:
+        """Swap `send` for the peer's into `receive` (both sides call it with each other's rank)."""
+        self.check()
+        ops = [dist.P2POp(dist.isend, send, peer, self.group), dist.P2POp(dist.irecv, receive, peer, self.group)]
+        for request in dist.batch_isend_irecv(ops):
+            request.wait()
+
     def gather_object(self, value: Any, rank: int, size: int) -> list[Any] | None:
         self.check()
         gathered: list[Any] | None = [None] * size if rank == 0 else None

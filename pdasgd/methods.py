@@ -14,12 +14,13 @@ A method is a small set of facts, in the spirit of the schedule actions of torch
 - which parameter copy each worker reads and updates (`Copies`), whether `max_in_flight` bounds the batches
   between the first role's start and the last role's end (every method with a hand-off), and whether the
   replicas average their parameters every `average_every` local batches;
-- whether the replicas are **ranks** (`ranks`: ddp, lapsgd, lppsgd): processes of torch.distributed, each
+- whether the replicas are **ranks** (`ranks`: ddp, lapsgd, lppsgd, gossip-lu, gossip-bu): processes of torch.distributed, each
   with its own copy. Batch i belongs to rank i mod replicas, and each rank dispatches its batches to its
   own workers as its roles say (the role counts are per rank). Worker names carry the rank: `r1/worker:0`.
   Communication (a DDP bucket's all-reduce, an averaging round) belongs to the rank's communicator, not to
   a step, except the `AR` step of ddp, which stands for DistributedDataParallel's all-reduce in buckets
-  (docs/design.md);
+  (docs/design.md); and whether they **gossip** (`gossip`: each rank's communicator mixes the layers it
+  updated with a partner's, `pdasgd.gossip`);
 - which engines run it and which closed forms describe it.
 
 `lookup(name)` is the one place an unknown method is rejected; its error lists the methods there are.
@@ -105,6 +106,7 @@ class Method:
     averaging: bool = False  # replicas average parameters every workers.average_every local batches
     engines: tuple[str, ...] = ("simulator", "executor")
     ranks: bool = False  # the replicas are ranks: processes with a copy each (module docstring)
+    gossip: bool = False  # ranks mix updated layers pairwise as they go (layer-wise gossip, pdasgd.gossip)
     theory: str | None = None  # "sequential" or "decoupled": the closed forms that describe it
     contrast: str | None = None  # the method whose staleness plots set beside this one's (LU against BU)
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -117,7 +119,7 @@ class Method:
     @property
     def synchronous(self) -> bool:
         """Ranks whose copies stay equal: every update applies the all-reduced gradient (ddp)."""
-        return self.ranks and not self.averaging
+        return self.ranks and not self.averaging and not self.gossip
 
     @property
     def replayable(self) -> bool:
@@ -403,6 +405,26 @@ BUILT_IN = (
         copies=Copies.RANK,
         averaging=True,
         ranks=True,
+    ),
+    Method(
+        "gossip-lu",
+        "async-lu on every rank (workers.replicas ranks, each forward and backward workers on its own copy); "
+        "each rank's communicator exchanges the layers it updated with a partner drawn per round and mixes "
+        "them (layer-wise gossip, LayUp)",
+        decoupled_roles(_layerwise),
+        copies=Copies.RANK,
+        ranks=True,
+        gossip=True,
+        contrast="gossip-bu",
+    ),
+    Method(
+        "gossip-bu",
+        "async-bu on every rank, with the layer-wise gossip of gossip-lu",
+        decoupled_roles(_block),
+        copies=Copies.RANK,
+        ranks=True,
+        gossip=True,
+        contrast="gossip-lu",
     ),
     Method(
         "ddp",

@@ -27,7 +27,7 @@ from pdasgd.metrics import Summary, summarize
 from pdasgd.trace import Span, Trace
 
 DEFAULT_GANTT_BATCHES = 12
-OTHER_COLOURS = {"wait": "#bdbdbd", "allreduce": "#7b3294", "comm": "#4d4d4d"}
+OTHER_COLOURS = {"wait": "#bdbdbd", "allreduce": "#7b3294", "comm": "#4d4d4d", "mix": "#1b9e77"}
 
 
 def gantt(
@@ -133,6 +133,7 @@ def _legend_handles() -> list:
         Line2D([], [], color="black", marker="|", linestyle="none", markersize=8, label="update"),
         Patch(facecolor=OTHER_COLOURS["wait"], hatch="//", label="wait"),
         Patch(facecolor=OTHER_COLOURS["allreduce"], label="all-reduce"),
+        Patch(facecolor=OTHER_COLOURS["mix"], label="gossip mix"),
         Patch(facecolor="white", edgecolor="#999999", label="idle"),
     ]
 

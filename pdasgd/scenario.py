@@ -252,11 +252,17 @@ class Delays:
 @dataclass(frozen=True)
 class Distributed:
     """How ranks talk (methods across ranks): torch.distributed's backend (auto: nccl on CUDA, gloo on the
-    CPU), the timeout of every collective (a rank that froze ends the run after it), and DDP's bucket cap."""
+    CPU), the timeout of every collective (a rank that froze ends the run after it), DDP's bucket cap, and
+    layer-wise gossip's settings (gossip-lu, gossip-bu; pdasgd.gossip): at most `gossip_layers` layers per
+    round (0: every marked one), the mixing weight, and how often the consensus distance is sampled
+    (0: never)."""
 
     backend: str = setting("auto", _choice(BACKENDS))
     timeout_s: float = setting(60.0, _between(1, 86_400))
     bucket_mb: float = setting(25.0, _between(0.001, 4096))
+    gossip_layers: int = setting(0, _between(0, MAX_LAYERS))
+    gossip_mix: float = setting(0.5, _positive_at_most(1.0))
+    consensus_every_s: float = setting(0.5, _between(0, MAX_SECONDS))
 
     @property
     def bucket_bytes(self) -> int:

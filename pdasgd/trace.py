@@ -2,8 +2,9 @@
 
 Both engines emit a `Trace`, and every figure a user sees is computed from one by `pdasgd.metrics`. A span is
 one operation of one worker: a layer's forward, backward or update, a communication, a wait or an
-all-reduce. For a forward span `version` is the version of that layer's parameters the forward read (at the
-start of the layer's forward); for an update span it is the layer's version just before the update.
+all-reduce, or a gossip mix (a new version of a layer from a peer's copy, `pdasgd.gossip`). For a forward
+span `version` is the version of that layer's parameters the forward read (at the start of the layer's
+forward); for an update or a mix span it is the layer's version just before it.
 
 Traces save to JSON losslessly (floats are written with `repr`, so `load(save(t)) == t`) and export to the
 Chrome trace format, which Perfetto (ui.perfetto.dev) and chrome://tracing open: one track per worker, with
@@ -20,7 +21,7 @@ from typing import Any
 
 from pdasgd.io import atomic_write_text
 
-OPS = ("forward", "backward", "update", "comm", "wait", "allreduce")
+OPS = ("forward", "backward", "update", "comm", "wait", "allreduce", "mix")
 SOURCES = ("simulator", "executor")
 FORMAT = "pdasgd-trace"
 FORMAT_VERSION = 1

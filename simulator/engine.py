@@ -98,12 +98,13 @@ class Engine:
             )
             for index, name in enumerate(self.worker_names)
         ]
-        self.queue = BatchQueue(self.env)
-        self.handoff = HandoffLink(self.env, delays.handoff_s, self.queue)
+        self.rank_count = self.method.rank_count(scenario.workers)
+        self.queues = [BatchQueue(self.env) for _ in range(self.rank_count)]  # hand-offs stay in their rank
+        self.handoffs = [HandoffLink(self.env, delays.handoff_s, queue) for queue in self.queues]
         self.update_link = UpdateLink(delays.visibility_s)
         self.allreduce = AllreduceLink(delays.allreduce_s, scenario.workers.replicas)
-        self.window = Window(self.env, scenario.workers.max_in_flight, self.batches)
-        self.rank_count = self.method.rank_count(scenario.workers)
+        # a rank trains every R-th batch, so its window reaches R x max_in_flight batch ids back
+        self.window = Window(self.env, scenario.workers.max_in_flight * self.rank_count, self.batches)
         self.local_count = len(self.method.local_names(scenario.workers))
         if self.method.ranks:
             self.collectives = Collectives(self.env, self.rank_count)
@@ -111,6 +112,11 @@ class Engine:
             self.rank_states = [RankState(self, r, first_comm + r) for r in range(self.rank_count)]
             param_bytes = [layer.param_bytes for layer in self.layers]
             self.buckets = ddp_buckets(param_bytes, scenario.distributed.bucket_bytes)
+        # gossip: per worker, the marks of its rank (layers updated since the rank last sent them)
+        self.marks: list[set[int]] | None = None
+        self.gossip_board: dict[int, list] = {}  # round -> each rank's (finished, marks), then reads
+        if self.method.gossip and self.rank_count > 1:
+            self.marks = [self.rank_states[w // self.local_count].marked for w in range(len(self.worker_names))]
         self.plans: list[Plan] = []
         self.calls: list[tuple[int, int, int]] = []  # (worker, batch, plan id) per `steps` call
         self.times: list[float] = []  # start, end of every step, call after call
@@ -153,7 +159,9 @@ class Engine:
         env, device = self.env, self.worker_devices[worker]
         record: list[float] = []
         add = record.append
-        if device.time_slice:
+        if self.marks is not None:
+            yield from self._marking_steps(device, plan, times, add, self.marks[worker])
+        elif device.time_slice:
             yield from self._time_sliced_steps(device, times, add)
         else:
             shared = device.shared
@@ -184,6 +192,27 @@ class Engine:
                 yield device.run(duration)
             add(start)
             add(env.now)
+
+    def _marking_steps(self, device: Device, plan: Plan, times: Sequence[float], add, marks: set[int]) -> Generator:
+        """The steps of a gossiping rank: as `steps`, and each update marks its layer when it ends."""
+        env, update = self.env, OP_CODES[UPDATE]
+        for (op, layer), duration in zip(plan.steps, times, strict=True):
+            start = env.now
+            if duration > 0.0:
+                if device.time_slice:
+                    yield device.run(duration)
+                else:
+                    if device.free:
+                        device.free -= 1
+                    else:
+                        yield device.wait()
+                    start = env.now
+                    yield device.run(duration) if device.shared else Timeout(env, duration)
+                    device.release()
+            add(start)
+            add(env.now)
+            if op == update:
+                marks.add(layer)
 
     def synchronize(self, worker: int, barrier: Barrier | None) -> Generator:
         """Wait for every party of `barrier` (a `wait` span), then one all-reduce (an `allreduce` span)."""

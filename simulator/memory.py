@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from simulator.records import BACKWARD, FORWARD, UPDATE, Timeline
+from simulator.records import BACKWARD, FORWARD, MIX, UPDATE, Timeline
 
 # (start_s, end_s, bytes, no_later_start_before_s): intervals of one chunk; every interval of a later chunk
 # starts at or after the last value.
@@ -117,8 +117,8 @@ def _activation_hold_s(timeline: Timeline, layers: int, batches: int) -> np.ndar
 
 
 def _version_lifetimes(timeline: Timeline, in_key: np.ndarray, hold: np.ndarray):
-    """[alloc, free) of versions 0..n of one (group, layer) with n updates."""
-    writes = np.flatnonzero(in_key & (timeline.op == UPDATE))
+    """[alloc, free) of versions 0..n of one (group, layer) with n updates (gossip mixes among them)."""
+    writes = np.flatnonzero(in_key & ((timeline.op == UPDATE) | (timeline.op == MIX)))
     writes = writes[np.argsort(timeline.version[writes], kind="stable")]
     count = len(writes)
     alloc = np.concatenate([[0.0], timeline.end_s[writes]])

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 from simpy.events import Event, Timeout
 
+from pdasgd.gossip import IDLE_S, chosen_layers, partners
 from pdasgd.ranks import averaging_rounds
-from simulator.records import ALLREDUCE, BACKWARD, WAIT
+from simulator.records import ALLREDUCE, BACKWARD, MIX, WAIT
 
 if TYPE_CHECKING:
     from simulator.engine import Engine
@@ -64,6 +65,7 @@ class RankState:
         self.delay_s = engine.scenario.delays.comm_delay_s(rank)
         self.comm_free_s = 0.0  # when the communicator has finished its last op
         self.finished = 0
+        self.marked: set[int] = set()  # gossip: layers updated since the rank last sent them
         self._waiting: dict[int, Event] = {}  # finished count -> event
         self._gate: Event | None = None  # blocking averaging: closed while a round is due or running
         workers = engine.scenario.workers
@@ -137,3 +139,46 @@ def averaging_communicator(engine: Engine, state: RankState) -> Generator:
             yield due
         yield state.communicate(("avg", round_index), engine.env.now, nbytes)
         state.open_gate()
+
+
+def gossip_communicator(engine: Engine, state: RankState) -> Generator:
+    """The gossip rounds of one rank (`pdasgd.gossip`, as `executor.gossip` runs them): the rank's delay
+    (a `wait` span), the modelled latency, the all-gather of every rank's marks and whether it has
+    finished; then with a partner and chosen layers the exchange, `delays.allreduce_cost_s(bytes)` long, at
+    whose end the marks are cleared and each layer is mixed (a `mix` row: a version); rounds without any
+    marks rest `IDLE_S`. The rounds end once every rank has finished."""
+    env, delays, ranks = engine.env, engine.scenario.delays, engine.rank_count
+    settings = engine.scenario.distributed
+    local = engine.batches // ranks
+    board = engine.gossip_board
+    round_index = 0
+    while True:
+        start = env.now
+        if state.delay_s > 0:
+            yield Timeout(env, state.delay_s)
+            engine.rows.append((state.comm_worker, WAIT, -1, -1, start, env.now, math.nan))
+        if delays.allreduce_s > 0:
+            yield Timeout(env, delays.allreduce_cost_s(0))
+        messages = board.setdefault(round_index, [None] * ranks + [0])
+        messages[state.rank] = (state.finished >= local, frozenset(state.marked))
+        yield engine.collectives.arrive(("gossip", round_index), env.now, 0.0)
+        messages[ranks] += 1
+        if messages[ranks] == ranks:
+            del board[round_index]
+        if all(finished for finished, _ in messages[:ranks]):
+            return
+        partner = partners(engine.scenario.run.seed, round_index, ranks)[state.rank]
+        round_index += 1
+        if not any(marked for _, marked in messages[:ranks]):
+            yield Timeout(env, IDLE_S)
+            continue
+        if partner < 0:
+            continue
+        chosen = chosen_layers(messages[state.rank][1], messages[partner][1], settings.gossip_layers)
+        if not chosen:
+            continue
+        at = env.now
+        yield Timeout(env, delays.allreduce_cost_s(sum(engine.layers[m].param_bytes for m in chosen)))
+        state.marked.difference_update(chosen)
+        for m in chosen:
+            engine.rows.append((state.comm_worker, MIX, -1, m, at, env.now, env.now))

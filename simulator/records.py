@@ -12,7 +12,8 @@ docs/design.md holds whatever order SimPy processes simultaneous events in. Para
 replica or one per worker.
 
 - The version an update span carries (the layer's version just before the update) is the number of updates
-  of that (group, layer) ordered before it: by start time, then batch id when starts tie.
+  of that (group, layer) ordered before it: by start time, then batch id when starts tie. A gossip mix
+  (`mix` rows, no batch) is a version like an update: it counts, and its row carries the version before it.
 - The version a forward span carries (read when the layer's forward starts) is the newest version of that
   (group, layer) visible at the read: the highest (update version + 1) over its updates with
   `visible_s <= start_s` ("an update at the same instant as a read is visible"), as the executor's reader
@@ -36,7 +37,7 @@ import numpy as np
 from pdasgd.trace import OPS, Span
 
 OP_CODES = {name: index for index, name in enumerate(OPS)}
-FORWARD, BACKWARD, UPDATE, COMM, WAIT, ALLREDUCE = (OP_CODES[name] for name in OPS)
+FORWARD, BACKWARD, UPDATE, COMM, WAIT, ALLREDUCE, MIX = (OP_CODES[name] for name in OPS)
 NO_VALUE = -1  # batch, layer or version absent
 NAN = math.nan
 ROW_DTYPE = np.dtype(
@@ -88,8 +89,9 @@ def resolve_versions(timeline: Timeline, worker_group: np.ndarray, layers: int, 
     """Fill `timeline.version` for forward and update spans (module docstring: the rules)."""
     key = worker_group[timeline.worker] * layers + timeline.layer
     updates = np.flatnonzero(timeline.op == UPDATE)
+    writes = np.flatnonzero((timeline.op == UPDATE) | (timeline.op == MIX))
     reads = np.flatnonzero(timeline.op == FORWARD)
-    ranked = _update_order(timeline, key, updates, tie_s)
+    ranked = _update_order(timeline, key, writes, tie_s)
     timeline.version[ranked] = _rank_within(key[ranked])
     for write_rows, read_rows in _by_key(key, ranked, reads):
         order = np.argsort(timeline.visible_s[write_rows], kind="stable")

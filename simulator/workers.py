@@ -27,7 +27,7 @@ from collections.abc import Generator
 from pdasgd.methods import Dispatch, Role
 from pdasgd.ranks import rank_batches
 from simulator.engine import Engine, Plan
-from simulator.ranks import averaging_communicator
+from simulator.ranks import averaging_communicator, gossip_communicator
 from simulator.resources import Barrier
 
 
@@ -66,6 +66,8 @@ def start_workers(engine: Engine) -> None:
             first_worker += count
         if method.ranks and method.averaging and engine.rank_count > 1:
             engine.env.process(averaging_communicator(engine, engine.rank_states[rank]))
+        if method.gossip and engine.rank_count > 1:
+            engine.env.process(gossip_communicator(engine, engine.rank_states[rank]))
 
 
 class RoleContext:
@@ -85,10 +87,11 @@ class RoleContext:
         self.barrier = Barrier(engine.env, count) if replicated and count > 1 else None
         self.counter = BatchCounter(batches) if role.dispatch is Dispatch.COUNTER else None
         self.rank = engine.rank_states[rank] if method.ranks else None
+        self.rank_index = rank
 
     def done(self, batch: int) -> None:
         if self.hands_on:
-            self.engine.handoff.put(batch)
+            self.engine.handoffs[self.rank_index].put(batch)
         else:
             self.engine.finish(batch)
 
@@ -110,7 +113,7 @@ def handoff_worker(role: RoleContext, worker: int, index: int, plans: list[Plan]
     engine = role.engine
     batch = index - role.count  # before the first batch: in worker order
     while True:
-        batch = yield engine.queue.get(batch)
+        batch = yield engine.queues[role.rank_index].get(batch)
         yield from engine.batch(worker, batch, plans, role.barrier)
         role.done(batch)
 
