@@ -1,5 +1,7 @@
-"""Methods across ranks on this machine: ddp, lapsgd and lppsgd on 2 ranks x 1 thread (gloo, a process each)
-beside single-process sequential and hogwild (2 threads), real training on digits.
+"""Methods across ranks on this machine: ddp, lapsgd and lppsgd on 2 ranks x 1 thread, gossip-lu on 2 ranks x
+(1 forward + 1 backward thread) (gloo, a process each) beside single-process sequential and hogwild (2
+threads), and gossip-lu's compute without communication (two async-lu processes at once, each on half the
+batches), real training on digits.
 
 For every method: its throughput (global batches/s, and each rank's own batches/s), the same under a
 20 ms compute straggler on rank 1 (`r1/worker:0`, a sleep before every one of its batches) and under a
@@ -32,19 +34,26 @@ METHODS = {
     "ddp 2 ranks": ("ddp", RANKS),
     "lapsgd 2 ranks": ("lapsgd", RANKS),
     "lppsgd 2 ranks": ("lppsgd", RANKS),
+    "gossip-lu 2 ranks, 1F+1B each": ("gossip-lu", {"replicas": 2, "forward": 1, "backward": 1}),
+    "2 async-lu pipelines, no communication": ("async-lu", {"forward": 1, "backward": 1}),
 }
-ACROSS_RANKS = ("ddp", "lapsgd", "lppsgd")
+ACROSS_RANKS = ("ddp", "lapsgd", "lppsgd", "gossip-lu")
+APART = "2 async-lu pipelines, no communication"  # gossip-lu's compute alone: two processes, each half
+STRAGGLER = {"gossip-lu": "r1/forward:0"}  # the rank-1 worker a compute straggler sleeps before
 
 
-def delays_for(condition: str, extra_s: float) -> dict:
+def delays_for(condition: str, extra_s: float, method: str = "ddp") -> dict:
     if condition == "straggler":
-        return {"straggler": [{"worker": "r1/worker:0", "every": 1, "extra_s": extra_s, "kind": "sleep"}]}
+        worker = STRAGGLER.get(method, "r1/worker:0")
+        return {"straggler": [{"worker": worker, "every": 1, "extra_s": extra_s, "kind": "sleep"}]}
     if condition == "comm delay":
         return {"comm": [{"rank": 1, "extra_s": extra_s}]}
     return {}
 
 
-def scenario(method: str, workers: dict, condition: str, args: argparse.Namespace, seed: int):
+def scenario(
+    method: str, workers: dict, condition: str, args: argparse.Namespace, seed: int, batches: int = 0
+):
     averaging = {"average_every": args.average_every} if method in ("lapsgd", "lppsgd") else {}
     return parse_scenario(
         {
@@ -52,8 +61,8 @@ def scenario(method: str, workers: dict, condition: str, args: argparse.Namespac
             "method": method,
             "workers": {**workers, **averaging},
             "train": {**digits_mlp(args), "device": "cpu"},
-            "delays": delays_for(condition, args.extra_s),
-            "run": {"batches": args.batches, "warmup": 4, "seed": seed},
+            "delays": delays_for(condition, args.extra_s, method),
+            "run": {"batches": batches or args.batches, "warmup": 4, "seed": seed},
         }
     )
 
@@ -86,6 +95,8 @@ def configurations() -> list[tuple[str, str]]:
 
 def measure(name: str, condition: str, args: argparse.Namespace, seed: int) -> dict:
     method, workers = METHODS[name]
+    if name == APART:
+        return apart(workers, args, seed)
     result = run(scenario(method, workers, condition, args, seed), curve_points=args.points)
     return {
         "batches_per_s": result.summary.throughput_batches_per_s,
@@ -94,6 +105,30 @@ def measure(name: str, condition: str, args: argparse.Namespace, seed: int) -> d
         "final_accuracy": result.trace.accuracy,
         "staleness": result.summary.staleness.mean,
     }
+
+
+def apart(workers: dict, args: argparse.Namespace, seed: int) -> dict:
+    """Two async-lu processes at once, each on half the batches, never talking: what gossip-lu's two
+    pipelines compute without communication. Throughput: the sum of the two."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        rates = pool.starmap(_pipeline, [(workers, args, seed + 100 * index) for index in range(2)])
+    return {
+        "batches_per_s": sum(rates),
+        "rank_batches_per_s": {f"r{index}": rate for index, rate in enumerate(rates)},
+        "time_to_target_s": None,
+        "final_accuracy": None,
+        "staleness": None,
+    }
+
+
+def _pipeline(workers: dict, args: argparse.Namespace, seed: int) -> float:
+    import torch
+
+    torch.set_num_threads(1)
+    sc = scenario("async-lu", workers, "none", args, seed, batches=args.batches // 2)
+    return run(sc, curve_points=0).summary.throughput_batches_per_s
 
 
 def median(values: list) -> float | None:
@@ -123,8 +158,12 @@ def report(rows: dict, args: argparse.Namespace) -> str:
             cells.append(f"{under:.1f} ({change:+.0%}), {_ranks(rows[(name, condition)])}")
         tta = median([r["time_to_target_s"] for r in base])
         reached = sum(r["time_to_target_s"] is not None for r in base)
-        cells.append(f"{tta:.2f} ({reached}/{len(base)} reached)" if tta is not None else "not reached")
-        cells.append(f"{median([r['final_accuracy'] for r in base]):.3f}")
+        if name == APART:
+            cells.append("-")
+        else:
+            cells.append(f"{tta:.2f} ({reached}/{len(base)} reached)" if tta is not None else "not reached")
+        final = median([r["final_accuracy"] for r in base])
+        cells.append("-" if final is None else f"{final:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

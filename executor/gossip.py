@@ -88,7 +88,7 @@ class Gossiper:
         self.thread.start()
 
     def finish(self) -> None:
-        """The rank's batches are done: end the rounds with the other ranks, average; raise a round's error."""
+        """The rank's batches are done: end the rounds with the others, average; raise a round's error."""
         self.finished.set()
         self.thread.join()
         if self.error is not None and not isinstance(self.error, Stopped):
@@ -130,7 +130,9 @@ class Gossiper:
         with self._lock:
             mine = set(self.marked)
         sample = self.world.rank == 0 and self.every_s > 0 and self.clock.now_s() >= self.next_sample_s
-        row = torch.tensor(message(self.finished.is_set(), sample, mine, len(self.layers)), device=self.device)
+        row = torch.tensor(
+            message(self.finished.is_set(), sample, mine, len(self.layers)), device=self.device
+        )
         states = [read_message(part.tolist()) for part in self.group.all_gather(row, ranks)]
         if all(finished for finished, _, _ in states):
             return False

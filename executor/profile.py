@@ -183,7 +183,7 @@ def measure_pipelined(
 
     pipeline = replace(
         scenario,
-        method=scenario.method if scenario.definition.windowed else "async-lu",
+        method=_pipelined_method(scenario),
         workers=replace(scenario.workers, forward=1, backward=1, max_in_flight=4),
         delays=Delays(),
         run=replace(scenario.run, batches=warmup + batches, warmup=warmup),
@@ -193,6 +193,15 @@ def measure_pipelined(
         if span.op in OPS and span.batch >= warmup:
             samples[(span.layer, span.op)].append(span.duration_s)
     return [replace(layer, samples={op: samples[(m, op)] for op in OPS}) for m, layer in enumerate(solo)]
+
+
+def _pipelined_method(scenario: Scenario) -> str:
+    """The one-process pipeline to measure: the method itself, what each of its ranks runs (gossip-lu:
+    async-lu), or async-lu for methods without a hand-off."""
+    definition = scenario.definition
+    if definition.per_rank:
+        return definition.per_rank
+    return scenario.method if definition.windowed else "async-lu"
 
 
 # --- profiling to a stated precision ----------------------------------------------------------------

@@ -87,7 +87,10 @@ class OwnedGroup:
     def exchange(self, send: torch.Tensor, receive: torch.Tensor, peer: int) -> None:
         """Swap `send` for the peer's into `receive` (both sides call it with each other's rank)."""
         self.check()
-        ops = [dist.P2POp(dist.isend, send, peer, self.group), dist.P2POp(dist.irecv, receive, peer, self.group)]
+        ops = [
+            dist.P2POp(dist.isend, send, peer, self.group),
+            dist.P2POp(dist.irecv, receive, peer, self.group),
+        ]
         for request in dist.batch_isend_irecv(ops):
             request.wait()
 

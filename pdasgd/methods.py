@@ -14,9 +14,10 @@ A method is a small set of facts, in the spirit of the schedule actions of torch
 - which parameter copy each worker reads and updates (`Copies`), whether `max_in_flight` bounds the batches
   between the first role's start and the last role's end (every method with a hand-off), and whether the
   replicas average their parameters every `average_every` local batches;
-- whether the replicas are **ranks** (`ranks`: ddp, lapsgd, lppsgd, gossip-lu, gossip-bu): processes of torch.distributed, each
-  with its own copy. Batch i belongs to rank i mod replicas, and each rank dispatches its batches to its
-  own workers as its roles say (the role counts are per rank). Worker names carry the rank: `r1/worker:0`.
+- whether the replicas are **ranks** (`ranks`: ddp, lapsgd, lppsgd, gossip-lu, gossip-bu): processes of
+  torch.distributed, each with its own copy. Batch i belongs to rank i mod replicas, and each rank
+  dispatches its batches to its own workers as its roles say (the role counts are per rank). Worker names
+  carry the rank: `r1/worker:0`.
   Communication (a DDP bucket's all-reduce, an averaging round) belongs to the rank's communicator, not to
   a step, except the `AR` step of ddp, which stands for DistributedDataParallel's all-reduce in buckets
   (docs/design.md); and whether they **gossip** (`gossip`: each rank's communicator mixes the layers it
@@ -107,6 +108,7 @@ class Method:
     engines: tuple[str, ...] = ("simulator", "executor")
     ranks: bool = False  # the replicas are ranks: processes with a copy each (module docstring)
     gossip: bool = False  # ranks mix updated layers pairwise as they go (layer-wise gossip, pdasgd.gossip)
+    per_rank: str | None = None  # the one-process method each rank runs (gossip-lu: async-lu), if any
     theory: str | None = None  # "sequential" or "decoupled": the closed forms that describe it
     contrast: str | None = None  # the method whose staleness plots set beside this one's (LU against BU)
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -415,6 +417,7 @@ BUILT_IN = (
         copies=Copies.RANK,
         ranks=True,
         gossip=True,
+        per_rank="async-lu",
         contrast="gossip-bu",
     ),
     Method(
@@ -424,6 +427,7 @@ BUILT_IN = (
         copies=Copies.RANK,
         ranks=True,
         gossip=True,
+        per_rank="async-bu",
         contrast="gossip-lu",
     ),
     Method(

@@ -710,7 +710,8 @@ def _check_ranks(definition: methods.Method, workers: Workers, delays: Delays, r
         if not communicates:
             raise ScenarioError(
                 f"delays.comm[{i}]: method {definition.name} with {workers.replicas} replica(s) has no "
-                "communication between ranks (ddp, lapsgd and lppsgd with workers.replicas >= 2 have)"
+                "communication between ranks (methods across ranks with workers.replicas >= 2 have: ddp, "
+                "lapsgd, lppsgd, gossip-lu, gossip-bu)"
             )
         if delay.rank >= workers.replicas:
             raise ScenarioError(

@@ -116,7 +116,9 @@ class Engine:
         self.marks: list[set[int]] | None = None
         self.gossip_board: dict[int, list] = {}  # round -> each rank's (finished, marks), then reads
         if self.method.gossip and self.rank_count > 1:
-            self.marks = [self.rank_states[w // self.local_count].marked for w in range(len(self.worker_names))]
+            self.marks = [
+                self.rank_states[w // self.local_count].marked for w in range(len(self.worker_names))
+            ]
         self.plans: list[Plan] = []
         self.calls: list[tuple[int, int, int]] = []  # (worker, batch, plan id) per `steps` call
         self.times: list[float] = []  # start, end of every step, call after call
@@ -193,7 +195,9 @@ class Engine:
             add(start)
             add(env.now)
 
-    def _marking_steps(self, device: Device, plan: Plan, times: Sequence[float], add, marks: set[int]) -> Generator:
+    def _marking_steps(
+        self, device: Device, plan: Plan, times: Sequence[float], add, marks: set[int]
+    ) -> Generator:
         """The steps of a gossiping rank: as `steps`, and each update marks its layer when it ends."""
         env, update = self.env, OP_CODES[UPDATE]
         for (op, layer), duration in zip(plan.steps, times, strict=True):

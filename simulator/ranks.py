@@ -159,7 +159,7 @@ def gossip_communicator(engine: Engine, state: RankState) -> Generator:
             engine.rows.append((state.comm_worker, WAIT, -1, -1, start, env.now, math.nan))
         if delays.allreduce_s > 0:
             yield Timeout(env, delays.allreduce_cost_s(0))
-        messages = board.setdefault(round_index, [None] * ranks + [0])
+        messages = board.setdefault(round_index, [None] * ranks + [0, None])  # ranks' parts, reads, matching
         messages[state.rank] = (state.finished >= local, frozenset(state.marked))
         yield engine.collectives.arrive(("gossip", round_index), env.now, 0.0)
         messages[ranks] += 1
@@ -167,7 +167,9 @@ def gossip_communicator(engine: Engine, state: RankState) -> Generator:
             del board[round_index]
         if all(finished for finished, _ in messages[:ranks]):
             return
-        partner = partners(engine.scenario.run.seed, round_index, ranks)[state.rank]
+        if messages[ranks + 1] is None:  # the round's matching, drawn once for every rank
+            messages[ranks + 1] = partners(engine.scenario.run.seed, round_index, ranks)
+        partner = messages[ranks + 1][state.rank]
         round_index += 1
         if not any(marked for _, marked in messages[:ranks]):
             yield Timeout(env, IDLE_S)
