@@ -207,7 +207,7 @@ def test_the_clocks_of_the_ranks_are_aligned_within_the_measured_bound() -> None
         ("lapsgd", "kill", "rank 1: killed by SIGKILL"),
         ("lapsgd", "freeze", "rank 1 stopped responding: rank 0's communication timed out"),
         ("gossip-lu", "kill", "rank 1: killed by SIGKILL"),
-        ("gossip-lu", "raise", "rank 1: "),
+        pytest.param("gossip-lu", "raise", "rank 1: ", marks=pytest.mark.slow),
         pytest.param("gossip-lu", "freeze", "rank 1 stopped responding", marks=pytest.mark.slow),
         pytest.param("ddp", "freeze", "rank 1 stopped responding", marks=pytest.mark.slow),
     ],
