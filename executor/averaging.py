@@ -90,13 +90,22 @@ class Averager:
 
 def average_copies(layers: list[VersionedLayer], group: OwnedGroup, ranks: int) -> None:
     """One averaging round (module docstring, steps 1-3), in the calling thread, which owns `group`."""
-    snapshot = [layer.copy_tensors()[1] for layer in layers]
-    flat = torch.cat([t.reshape(-1) for tensors in snapshot for t in tensors])
+    snapshot, flat = snapshot_flat(layers)
     average = flat.clone()
     group.all_reduce(average)
     delta = average.div_(ranks).sub_(flat)
     for layer, deltas in zip(layers, split_like(delta, snapshot), strict=True):
         layer.shift(deltas, _cuda_ready if flat.is_cuda else None)
+
+
+def snapshot_flat(
+    layers: list[VersionedLayer], device: torch.device | None = None
+) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
+    """Each layer's latest tensors, copied under its lock, and all of them as one flat tensor (on
+    `device`, if given): what a round sends."""
+    snapshot = [layer.copy_tensors()[1] for layer in layers]
+    flat = torch.cat([t.reshape(-1) for tensors in snapshot for t in tensors])
+    return snapshot, flat if device is None else flat.to(device)
 
 
 def split_like(flat: torch.Tensor, like: list[tuple[torch.Tensor, ...]]) -> list[list[torch.Tensor]]:

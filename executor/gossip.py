@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from executor.averaging import average_copies, split_like
+from executor.averaging import average_copies, snapshot_flat, split_like
 from executor.links import Stopped, check, sleep
 from executor.params import VersionedLayer
 from executor.timing import CpuClock, SpanLog, waited
@@ -158,8 +158,7 @@ class Gossiper:
             sleep(cost_s, self.stop)
         with self._lock:
             self.marked.difference_update(chosen)
-        snapshot = [self.layers[m].copy_tensors()[1] for m in chosen]
-        flat = torch.cat([t.reshape(-1) for tensors in snapshot for t in tensors]).to(self.device)
+        snapshot, flat = snapshot_flat([self.layers[m] for m in chosen], self.device)
         theirs = torch.empty_like(flat)
         self.group.exchange(flat, theirs, partner)
         delta = theirs.sub_(flat).mul_(self.weight)
@@ -172,8 +171,7 @@ class Gossiper:
 
     def _sample(self) -> None:
         """Consensus distance (module docstring): two all-reduces, every rank; rank 0 keeps the sample."""
-        snapshot = [layer.copy_tensors()[1] for layer in self.layers]
-        flat = torch.cat([t.reshape(-1) for tensors in snapshot for t in tensors]).to(self.device)
+        snapshot, flat = snapshot_flat(self.layers, self.device)
         mean = flat.clone()
         self.group.all_reduce(mean)
         mean.div_(self.world.size)
