@@ -13,6 +13,14 @@ group. Workers call `mark(m)` after each update of layer m (`Context.on_update`)
    (`VersionedLayer.mix`), one `mix` span per layer from the exchange's start to the mix;
 3. without marks anywhere, `IDLE_S` of rest.
 
+That is the `exchange` mode. With `distributed.gossip_mode = "push"` (gloo) the communicator pushes instead
+(`pdasgd.gossip`): its marked layers' latest tensors, after the delay and the modelled cost, to
+`push_target(...)`, a header (the layers) then the tensors (tags 0 and 1) on `World.push`, which it sends
+on; a second thread, the rank's inbox, receives on it from any sender and mixes each message on arrival.
+A finished rank sends a last header saying so to every peer; the inbox ends once every peer has. With
+"none" the communicator only waits for the rank's batches to end. Consensus distance is sampled in
+exchange rounds only (push and none have no rounds in step).
+
 Once every rank has finished its batches, the rounds end and one all-reduce averages the copies
 (`executor.averaging.average_copies`). A collective that fails or times out stops the run and is reported
 naming the communicator, as `executor.communicator` does.
@@ -35,7 +43,7 @@ from executor.links import Stopped, check, sleep
 from executor.params import VersionedLayer
 from executor.timing import CpuClock, SpanLog, waited
 from executor.world import World
-from pdasgd.gossip import IDLE_S, chosen_layers, message, partners, read_message
+from pdasgd.gossip import IDLE_S, chosen_layers, message, partners, push_target, read_message
 from pdasgd.ranks import COMM, NETWORK
 from pdasgd.scenario import Scenario
 
@@ -63,6 +71,7 @@ class Gossiper:
         self.on_error = on_error
         self.delays = scenario.delays
         self.delay_s = scenario.delays.comm_delay_s(world.rank)
+        self.mode = settings.gossip_mode
         self.limit = settings.gossip_layers
         self.weight = settings.gossip_mix
         self.every_s = settings.consensus_every_s
@@ -107,8 +116,14 @@ class Gossiper:
 
     def _run(self) -> None:
         try:
-            while self._round():
-                pass
+            if self.mode == "exchange":
+                while self._round():
+                    pass
+            elif self.mode == "push":
+                self._push_until_done()
+            else:
+                while not self.finished.wait(IDLE_S):
+                    check(self.stop)
             average_copies(self.layers, self.group, self.world.size)
         except Stopped as stopped:  # the run is stopping anyway: nothing to report
             self.error = stopped
@@ -161,12 +176,83 @@ class Gossiper:
         snapshot, flat = snapshot_flat([self.layers[m] for m in chosen], self.device)
         theirs = torch.empty_like(flat)
         self.group.exchange(flat, theirs, partner)
-        delta = theirs.sub_(flat).mul_(self.weight)
+        self._mix(chosen, theirs.sub_(flat).mul_(self.weight), snapshot, at)
+        self.exchanges += 1
+
+    def _push_until_done(self) -> None:
+        """Push mode (module docstring): push marked layers until the rank has finished and sent its last
+        marks; then tell every peer, and wait for the inbox to hear the same from every peer."""
+        inbox = threading.Thread(target=self._receive, name=f"pdasgd r{self.world.rank} inbox", daemon=True)
+        inbox.start()
+        while True:
+            check(self.stop)
+            finished = self.finished.is_set()  # before the marks: no worker marks a layer after it is set
+            with self._lock:
+                marked = bool(self.marked)
+            if marked:
+                self._push()
+            elif finished:
+                break
+            elif self.stop.wait(IDLE_S):
+                raise Stopped
+        done = torch.tensor(message(True, False, (), len(self.layers)), device=self.device)
+        for peer in range(self.world.size):
+            if peer != self.world.rank:
+                self.world.push.send(done, peer, tag=0)
+        while inbox.is_alive():
+            check(self.stop)
+            inbox.join(IDLE_S * 50)
+
+    def _push(self) -> None:
+        """One push: the delay, the marked layers (output first), their modelled cost, header, tensors."""
+        stamp = self.clock.stamp
+        start = stamp()
+        if self.delay_s > 0:
+            sleep(self.delay_s, self.stop)
+            self.log.add("wait", None, None, start, stamp())
+        with self._lock:
+            chosen = chosen_layers(self.marked, (), self.limit)
+        cost_s = self.delays.allreduce_cost_s(sum(self.layer_bytes[m] for m in chosen))
+        if cost_s > 0:
+            sleep(cost_s, self.stop)
+        with self._lock:
+            self.marked.difference_update(chosen)
+        _, flat = snapshot_flat([self.layers[m] for m in chosen], self.device)
+        header = torch.tensor(message(False, False, chosen, len(self.layers)), device=self.device)
+        target = push_target(self.seed, self.world.rank, self.exchanges, self.world.size)
+        self.world.push.send(header, target, tag=0)
+        self.world.push.send(flat, target, tag=1)
+        self.rounds += 1
+        self.exchanges += 1
+
+    def _receive(self) -> None:
+        """The inbox (module docstring): mix every message on arrival, until every peer is done."""
+        inbox, stamp = self.world.push, self.clock.stamp
+        header = torch.empty(len(message(False, False, (), len(self.layers))), device=self.device)
+        peers_done = 0
+        try:
+            while peers_done < self.world.size - 1:
+                source = inbox.recv_any(header, tag=0)
+                done, _, layers = read_message(header.tolist())
+                if done:
+                    peers_done += 1
+                    continue
+                at = stamp()
+                chosen = sorted(layers, reverse=True)
+                snapshot, flat = snapshot_flat([self.layers[m] for m in chosen], self.device)
+                theirs = torch.empty_like(flat)
+                inbox.recv(theirs, source, tag=1)
+                self._mix(chosen, theirs.sub_(flat).mul_(self.weight), snapshot, at)
+        except BaseException as error:  # reported by the runtime, naming the communicator
+            if not self.stop.is_set():
+                self.on_error(COMM, error)
+
+    def _mix(self, chosen: list[int], delta: torch.Tensor, snapshot: list, at: Any) -> None:
+        """Mix `delta` (flat, `chosen`'s layers in order) into the layers, each a new version and a span."""
         for m, deltas in zip(chosen, split_like(delta, snapshot), strict=True):
             local = [d.to(self.layers[m].latest.tensors[0].device) for d in deltas]
-            _, before, end = self.layers[m].mix(local, stamp)
+            _, before, end = self.layers[m].mix(local, self.clock.stamp)
             self.log.add("mix", None, m, at, end, before)
-        self.exchanges += 1
         self.mixes += len(chosen)
 
     def _sample(self) -> None:

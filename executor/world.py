@@ -10,7 +10,10 @@ Two threads on one process group silently pair different collectives (seen with 
 all-reduce met rank 1's gradient all-reduce). So every group is an `OwnedGroup`: the first thread that uses
 it owns it, and another thread's use raises `GroupMisuse`. The main thread owns `World.main` (clock
 alignment, the final gather); the rank's communicator owns `World.comm`; DDP's own group, used only inside
-DistributedDataParallel's constructor, is `World.ddp`.
+DistributedDataParallel's constructor, is `World.ddp`. Push gossip's group, `World.push` (created only for
+`distributed.gossip_mode = "push"`), is a `PushGroup`: point-to-point only, one thread sends on it and one
+other receives (point-to-point messages pair by sender and tag, not by order, so the two roles cannot pair
+the wrong operations; each role is still owned by one thread).
 
 Clocks: `align_clocks` measures, for each rank, the offset from its `perf_counter` to rank 0's by ping-pong
 over the main group (the round trip with the shortest time bounds the error by half of it), so spans of all
@@ -70,13 +73,13 @@ class OwnedGroup:
         self.check()
         dist.all_reduce(tensor, group=self.group)
 
-    def send(self, tensor: torch.Tensor, to: int) -> None:
+    def send(self, tensor: torch.Tensor, to: int, tag: int = 0) -> None:
         self.check()
-        dist.send(tensor, to, group=self.group)
+        dist.send(tensor, to, group=self.group, tag=tag)
 
-    def recv(self, tensor: torch.Tensor, source: int) -> None:
+    def recv(self, tensor: torch.Tensor, source: int, tag: int = 0) -> None:
         self.check()
-        dist.recv(tensor, source, group=self.group)
+        dist.recv(tensor, source, group=self.group, tag=tag)
 
     def all_gather(self, tensor: torch.Tensor, size: int) -> list[torch.Tensor]:
         self.check()
@@ -105,6 +108,25 @@ class OwnedGroup:
         dist.barrier(group=self.group)
 
 
+class PushGroup:
+    """A group for point-to-point messages only: one thread sends, another receives (module docstring)."""
+
+    def __init__(self, group: Any, name: str) -> None:
+        self.sending = OwnedGroup(group, f"{name} (sending)")
+        self.receiving = OwnedGroup(group, f"{name} (receiving)")
+
+    def send(self, tensor: torch.Tensor, to: int, tag: int = 0) -> None:
+        self.sending.send(tensor, to, tag)
+
+    def recv(self, tensor: torch.Tensor, source: int, tag: int = 0) -> None:
+        self.receiving.recv(tensor, source, tag)
+
+    def recv_any(self, tensor: torch.Tensor, tag: int = 0) -> int:
+        """Receive from whichever rank sends first (gloo; nccl cannot); returns the sender's rank."""
+        self.receiving.check()
+        return dist.recv(tensor, None, group=self.receiving.group, tag=tag)
+
+
 @dataclass
 class World:
     """This process's rank in the world, its device and its groups."""
@@ -117,6 +139,7 @@ class World:
     main: OwnedGroup
     comm: OwnedGroup
     ddp: Any
+    push: PushGroup | None = None
     offset_s: float = 0.0  # add to this rank's perf_counter to get rank 0's
     offset_bound_s: float = 0.0  # half the shortest round trip: the alignment's error bound
 
@@ -165,6 +188,11 @@ def join(scenario: Scenario) -> World:
     if device.type == "cuda":
         torch.cuda.set_device(device)  # before any collective or point-to-point op
     backend = backend_for(scenario, device)
+    if backend == "nccl" and scenario.definition.gossip and scenario.distributed.gossip_mode == "push":
+        raise ValueError(
+            "distributed.gossip_mode: push receives from any sender, which nccl cannot; set "
+            "distributed.backend = 'gloo' or gossip_mode = 'exchange'"
+        )
     timeout = datetime.timedelta(seconds=scenario.distributed.timeout_s)
     options: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
     try:
@@ -181,7 +209,10 @@ def join(scenario: Scenario) -> World:
     main = OwnedGroup(dist.group.WORLD, "main")
     comm = OwnedGroup(dist.new_group(backend=backend, timeout=timeout), "comm")
     ddp = dist.new_group(backend=backend, timeout=timeout)
-    return World(rank, size, local_rank, backend, device, main, comm, ddp)
+    push = None
+    if scenario.definition.gossip and scenario.distributed.gossip_mode == "push":
+        push = PushGroup(dist.new_group(backend=backend, timeout=timeout), "push")
+    return World(rank, size, local_rank, backend, device, main, comm, ddp, push)
 
 
 class _Held:

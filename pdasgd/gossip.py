@@ -22,6 +22,20 @@ rank's communicator runs rounds, one after another, the same rounds on every ran
    graph keeps the tensors it read and staleness counts mixes as well as local updates (docs/design.md).
 5. A round in which nobody has a mark waits `IDLE_S` before the next.
 
+That is `distributed.gossip_mode = "exchange"` (the default). Two other modes:
+
+- **push** (gloo only: the receiver does not know its sender in advance, which nccl cannot do). No rounds in
+  step: a rank with marked layers waits its `[[delays.comm]]` delay, takes its marks (output layer first, at
+  most `gossip_layers`), pays the modelled cost of their bytes and sends their latest tensors to
+  `push_target(seed, rank, k, ranks)` (its k-th push; any other rank, drawn from the shared seed). Its own
+  copy is unchanged; the receiver mixes `theta += w (theta_sent - theta_snapshot)` the moment the message
+  arrives, a new version of its layer (a `mix` span). Without marks it rests `IDLE_S`. One-way mixing does
+  not keep the mean of the copies; the copies still close in on each other, and the final average makes
+  them equal. A rank that has finished sends its last marks, then tells every peer it is done; once every
+  rank is done, the average.
+- **none**: no gossip during the run: each rank's pipeline runs alone and the copies are averaged once at
+  the end (what the ranks compute without communication).
+
 Consensus distance (measured only): every `distributed.consensus_every_s` of rank 0's clock, per layer,
 the mean over ranks of ||theta_r - mean|| / ||mean||.
 """
@@ -43,6 +57,12 @@ def partners(seed: int, round_index: int, ranks: int) -> list[int]:
     for a, b in zip(order[0::2], order[1::2], strict=False):
         partner[a], partner[b] = b, a
     return partner
+
+
+def push_target(seed: int, rank: int, push_index: int, ranks: int) -> int:
+    """The rank that `rank`'s `push_index`-th push goes to: any other rank, drawn from the shared seed."""
+    other = random.Random(f"pdasgd-push/{seed}/{rank}/{push_index}").randrange(ranks - 1)
+    return other + (other >= rank)
 
 
 def chosen_layers(mine: Iterable[int], theirs: Iterable[int], limit: int) -> list[int]:

@@ -32,6 +32,7 @@ DATASETS = ("synthetic", "digits", "mnist")
 STRAGGLER_KINDS = ("sleep", "busy")
 AVERAGING = ("background", "blocking")
 BACKENDS = ("auto", "gloo", "nccl")
+GOSSIP_MODES = ("exchange", "push", "none")  # pdasgd.gossip
 RENAMED = {
     "delays.update_s": "delays.visibility_s (the delay before an update becomes visible to readers; "
     "a layer's update cost is model.update_s)",
@@ -253,13 +254,15 @@ class Delays:
 class Distributed:
     """How ranks talk (methods across ranks): torch.distributed's backend (auto: nccl on CUDA, gloo on the
     CPU), the timeout of every collective (a rank that froze ends the run after it), DDP's bucket cap, and
-    layer-wise gossip's settings (gossip-lu, gossip-bu; pdasgd.gossip): at most `gossip_layers` layers per
-    round (0: every marked one), the mixing weight, and how often the consensus distance is sampled
-    (0: never)."""
+    layer-wise gossip's settings (gossip-lu, gossip-bu; pdasgd.gossip): how ranks gossip (`gossip_mode`:
+    pairwise exchange in rounds, one-way push to a random peer (gloo only), or none until the final
+    average), at most `gossip_layers` layers per round or push (0: every marked one), the mixing weight,
+    and how often the consensus distance is sampled (0: never)."""
 
     backend: str = setting("auto", _choice(BACKENDS))
     timeout_s: float = setting(60.0, _between(1, 86_400))
     bucket_mb: float = setting(25.0, _between(0.001, 4096))
+    gossip_mode: str = setting("exchange", _choice(GOSSIP_MODES))
     gossip_layers: int = setting(0, _between(0, MAX_LAYERS))
     gossip_mix: float = setting(0.5, _positive_at_most(1.0))
     consensus_every_s: float = setting(0.5, _between(0, MAX_SECONDS))
@@ -424,6 +427,7 @@ def parse_scenario(data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -
     _check_run(run)
     _check_stragglers(delays, definition, workers)
     _check_ranks(definition, workers, delays, run)
+    _check_gossip(distributed)
     _check_sizes(definition, model, workers, run)
     _check_steps(definition, model, workers)
     if train.network == "timed" and model is None:
@@ -727,6 +731,14 @@ def _check_ranks(definition: methods.Method, workers: Workers, delays: Delays, r
     if delays.visibility_s > 0:
         raise ScenarioError(
             f"delays.visibility_s: not supported by {definition.name} (across ranks, use [[delays.comm]])"
+        )
+
+
+def _check_gossip(distributed: Distributed) -> None:
+    if distributed.gossip_mode == "push" and distributed.backend == "nccl":
+        raise ScenarioError(
+            "distributed.gossip_mode: push receives from any sender, which nccl cannot; use gloo (or auto on "
+            "the CPU) or gossip_mode = 'exchange'"
         )
 
 

@@ -15,6 +15,9 @@ Methods across ranks (`pdasgd.methods.Method.ranks`) run as the executor runs th
   batches, and a last round after its last batch. With `workers.averaging = "background"` the workers go on
   meanwhile; with "blocking" a worker that finishes a batch while a round is due or running waits for its
   end before taking another (`RankState.gate`).
+- gossip-lu, gossip-bu: `gossip_communicator` runs the exchange rounds of `pdasgd.gossip`;
+  `push_communicator` its push mode (the receiver's mix is a `mix` row of the receiver's communicator, at
+  the message's arrival); gossip_mode "none" has no communicator process.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from simpy.events import Event, Timeout
 
-from pdasgd.gossip import IDLE_S, chosen_layers, partners
+from pdasgd.gossip import IDLE_S, chosen_layers, partners, push_target
 from pdasgd.ranks import averaging_rounds
 from simulator.records import ALLREDUCE, BACKWARD, MIX, WAIT
 
@@ -184,3 +187,33 @@ def gossip_communicator(engine: Engine, state: RankState) -> Generator:
         state.marked.difference_update(chosen)
         for m in chosen:
             engine.rows.append((state.comm_worker, MIX, -1, m, at, env.now, env.now))
+
+
+def push_communicator(engine: Engine, state: RankState) -> Generator:
+    """Push gossip of one rank (`pdasgd.gossip`, as `executor.gossip` runs it): while it has marks, the
+    rank's delay (a `wait` span), its marks (output first, at most `gossip_layers`), the modelled cost of
+    their bytes, then the receiver `push_target(...)` mixes them at once (a `mix` row of the receiver's
+    communicator); without marks `IDLE_S` of rest; once the rank has finished and sent its last marks it
+    stops."""
+    env, delays, ranks = engine.env, engine.scenario.delays, engine.rank_count
+    settings, seed = engine.scenario.distributed, engine.scenario.run.seed
+    local = engine.batches // ranks
+    pushes = 0
+    while True:
+        finished = state.finished >= local
+        if not state.marked:
+            if finished:
+                return
+            yield Timeout(env, IDLE_S)
+            continue
+        start = env.now
+        if state.delay_s > 0:
+            yield Timeout(env, state.delay_s)
+            engine.rows.append((state.comm_worker, WAIT, -1, -1, start, env.now, math.nan))
+        chosen = chosen_layers(state.marked, (), settings.gossip_layers)
+        yield Timeout(env, delays.allreduce_cost_s(sum(engine.layers[m].param_bytes for m in chosen)))
+        state.marked.difference_update(chosen)
+        receiver = engine.rank_states[push_target(seed, state.rank, pushes, ranks)].comm_worker
+        pushes += 1
+        for m in chosen:
+            engine.rows.append((receiver, MIX, -1, m, env.now, env.now, env.now))

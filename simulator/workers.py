@@ -27,7 +27,7 @@ from collections.abc import Generator
 from pdasgd.methods import Dispatch, Role
 from pdasgd.ranks import rank_batches
 from simulator.engine import Engine, Plan
-from simulator.ranks import averaging_communicator, gossip_communicator
+from simulator.ranks import averaging_communicator, gossip_communicator, push_communicator
 from simulator.resources import Barrier
 
 
@@ -67,7 +67,10 @@ def start_workers(engine: Engine) -> None:
         if method.ranks and method.averaging and engine.rank_count > 1:
             engine.env.process(averaging_communicator(engine, engine.rank_states[rank]))
         if method.gossip and engine.rank_count > 1:
-            engine.env.process(gossip_communicator(engine, engine.rank_states[rank]))
+            mode = engine.scenario.distributed.gossip_mode
+            communicators = {"exchange": gossip_communicator, "push": push_communicator}
+            if mode in communicators:
+                engine.env.process(communicators[mode](engine, engine.rank_states[rank]))
 
 
 class RoleContext:

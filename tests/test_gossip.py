@@ -19,9 +19,9 @@ from test_executor_exact import fresh_blocks, reference_gradients
 from test_ranks import LOCAL, ROOT
 
 import simulator
-from pdasgd.gossip import chosen_layers, message, partners, read_message
+from pdasgd.gossip import chosen_layers, message, partners, push_target, read_message
 from pdasgd.methods import split_rank
-from pdasgd.scenario import parse_scenario
+from pdasgd.scenario import ScenarioError, parse_scenario
 from pdasgd.trace import Trace
 
 # --- the rules both engines share ------------------------------------------------------------------
@@ -39,6 +39,21 @@ def test_partners_are_a_matching_every_rank_computes_alike(ranks: int) -> None:
         seen.add(tuple(partner))
     assert len(seen) > 1 or ranks == 2  # the matching changes from round to round
     assert partners(8, 0, 128) != partners(7, 0, 128)
+
+
+@pytest.mark.parametrize("ranks", [2, 3, 7])
+def test_push_targets_are_other_ranks_every_rank_draws_alike(ranks: int) -> None:
+    for rank in range(ranks):
+        targets = [push_target(5, rank, k, ranks) for k in range(200)]
+        assert targets == [push_target(5, rank, k, ranks) for k in range(200)]
+        assert set(targets) == set(range(ranks)) - {rank}  # never itself, every other rank in time
+
+
+def test_push_needs_a_backend_that_receives_from_any_sender() -> None:
+    data = {"method": "gossip-lu", "workers": {"replicas": 2}, "run": {"batches": 8, "warmup": 0}}
+    with pytest.raises(ScenarioError, match="gossip_mode: push receives from any sender, which nccl cannot"):
+        parse_scenario({**data, "distributed": {"gossip_mode": "push", "backend": "nccl"}})
+    assert parse_scenario({**data, "distributed": {"gossip_mode": "push"}}).distributed.gossip_mode == "push"
 
 
 def test_chosen_layers_are_either_sides_marks_output_layer_first() -> None:
@@ -99,6 +114,33 @@ def test_simulated_mixes_are_versions_paired_across_partners(method: str) -> Non
     single = simulator.simulate_summary(parse_scenario(sim_scenario(method.replace("gossip", "async"), 1)))
     gossiping = simulator.simulate_summary(parse_scenario(sim_scenario(method, replicas=3)))
     assert gossiping.staleness.mean > single.staleness.mean  # mixes between a read and its update count
+
+
+def test_simulated_push_mixes_on_the_receiver_as_versions() -> None:
+    data = {**sim_scenario(replicas=3), "distributed": {"gossip_mode": "push", "gossip_layers": 2}}
+    trace = simulator.simulate(parse_scenario(data))
+    mixes = per_rank(trace, "mix")
+    assert all(len(mixes[r]) > 10 for r in range(3))
+    assert all(s.duration_s == 0.0 for r in range(3) for s in mixes[r])  # mixed the moment it arrives
+    for rank in range(3):
+        for layer in range(4):
+            writes = [
+                s
+                for s in trace.spans
+                if s.op in ("update", "mix") and split_rank(s.worker)[0] == rank and s.layer == layer
+            ]
+            writes.sort(key=lambda s: (s.start_s, s.version))
+            assert [s.version for s in writes] == list(range(len(writes)))
+
+
+def test_gossip_mode_none_is_independent_pipelines() -> None:
+    alone = {**sim_scenario(replicas=3), "distributed": {"gossip_mode": "none"}}
+    trace = simulator.simulate(parse_scenario(alone))
+    assert not per_rank(trace, "mix")
+    summary = simulator.simulate_summary(parse_scenario(alone))
+    single = simulator.simulate_summary(parse_scenario(sim_scenario("async-lu", replicas=1)))
+    assert summary.throughput_batches_per_s == pytest.approx(3 * single.throughput_batches_per_s, rel=1e-12)
+    assert summary.staleness.per_layer_mean == single.staleness.per_layer_mean
 
 
 def test_a_delayed_rank_slows_only_exchanges_not_compute_in_the_simulator() -> None:
@@ -168,8 +210,31 @@ def test_with_compute_off_gossip_keeps_the_mean_and_the_copies_converge_to_it(tm
         assert seen[r]["mixes"] == len(mixes)
 
 
-def test_gossip_lu_ranks_apply_exact_gradients_and_lose_no_update_or_mix(tmp_path: Path) -> None:
-    torchrun_script(2, "train", str(tmp_path))
+def test_push_gossip_with_compute_off_closes_in_and_mixes_every_message_once(tmp_path: Path) -> None:
+    torchrun_script(3, "pushing", str(tmp_path))
+    seen = [json.loads((tmp_path / f"pushing-rank{r}.json").read_text()) for r in range(3)]
+    assert not any(s["errors"] for s in seen)
+    starts = [10.0 * r * r + 1 for r in range(3)]
+    for m, first in ((0, 0.0), (1, 1.0)):
+        before = [np.array(seen[r]["before_average"][m][0]) for r in range(3)]
+        start_spread = max(starts) - min(starts) if m else 4.0
+        assert max(abs(b - c).max() for b in before for c in before) < 0.1 * start_spread  # closed in
+        after = [np.array(seen[r]["after"][m][0]) for r in range(3)]
+        for copy in after:  # the final average: equal, inside the starts' hull (push moves the mean)
+            np.testing.assert_allclose(copy, after[0], rtol=1e-6)
+            assert first - 1e-6 <= copy.min() and copy.max() <= (4.0 if m == 0 else max(starts)) + 1e-6
+    pushes = sum(s["pushes"] for s in seen)
+    assert pushes >= 3 * 5  # every rank pushed while it had marks
+    assert sum(s["mixes"] for s in seen) == 2 * pushes  # both layers per push, each mixed once
+    for r in range(3):  # every mix a version, nothing lost
+        mixes = [layer for op, layer, _ in seen[r]["spans"] if op == "mix"]
+        assert seen[r]["versions"] == [mixes.count(m) for m in range(2)]
+        assert seen[r]["mixes"] == len(mixes)
+
+
+@pytest.mark.parametrize("mode", ["exchange", "push", "none"])
+def test_gossip_lu_ranks_apply_exact_gradients_and_lose_no_update_or_mix(tmp_path: Path, mode: str) -> None:
+    torchrun_script(2, "train", str(tmp_path), mode)
     trace = Trace.load(tmp_path / "train-trace.json")
     sc = parse_scenario(
         {
@@ -197,7 +262,8 @@ def test_gossip_lu_ranks_apply_exact_gradients_and_lose_no_update_or_mix(tmp_pat
         for x, y in zip(a, b, strict=True):
             torch.testing.assert_close(x, y)
     mixes = [s for s in trace.spans if s.op == "mix"]
-    assert mixes and trace.info["gossip_mixes"] == sum(1 for s in mixes if s.worker.startswith("r0/"))
+    assert bool(mixes) == (mode != "none")
+    assert trace.info["gossip_mixes"] == sum(1 for s in mixes if s.worker.startswith("r0/"))
     for rank in range(2):
         for layer in range(len(blocks)):
             versions = sorted(
@@ -208,6 +274,9 @@ def test_gossip_lu_ranks_apply_exact_gradients_and_lose_no_update_or_mix(tmp_pat
             assert versions == list(range(len(versions)))  # one version per update and mix, none lost
             updates = [s for s in trace.spans if s.op == "update" and s.layer == layer]
             assert sorted(s.batch for s in updates) == list(range(32))  # every batch's update, once
+    if mode != "exchange":  # no rounds in step, so no consensus samples
+        assert "consensus_distance" not in trace.info
+        return
     samples = trace.info["consensus_distance"]
     assert len(samples["times_s"]) == len(samples["per_layer"]) >= 1
     assert all(0 <= d < 1 for sample in samples["per_layer"] for d in sample)

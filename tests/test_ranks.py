@@ -207,6 +207,8 @@ def test_the_clocks_of_the_ranks_are_aligned_within_the_measured_bound() -> None
         ("lapsgd", "kill", "rank 1: killed by SIGKILL"),
         ("lapsgd", "freeze", "rank 1 stopped responding: rank 0's communication timed out"),
         ("gossip-lu", "kill", "rank 1: killed by SIGKILL"),
+        ("gossip-lu:push", "raise", "rank 1: "),
+        pytest.param("gossip-lu:push", "kill", "rank 1: killed by SIGKILL", marks=pytest.mark.slow),
         pytest.param("gossip-lu", "raise", "rank 1: ", marks=pytest.mark.slow),
         pytest.param("gossip-lu", "freeze", "rank 1 stopped responding", marks=pytest.mark.slow),
         pytest.param("ddp", "freeze", "rank 1 stopped responding", marks=pytest.mark.slow),
@@ -214,11 +216,12 @@ def test_the_clocks_of_the_ranks_are_aligned_within_the_measured_bound() -> None
 )
 def test_a_rank_that_fails_ends_the_whole_run_in_one_line(tmp_path: Path, method, fault, line) -> None:
     stamp = tmp_path / "fault-at"
+    method, _, mode = method.partition(":")  # gossip-lu:push: the push mode of gossip
     data = table(
         method,
         {"average_every": 2},
         {"network": "tests.ranks.faulty:blocks"},
-        distributed={"timeout_s": TIMEOUT_S},
+        distributed={"timeout_s": TIMEOUT_S, **({"gossip_mode": mode} if mode else {})},
         run={"batches": 400},
     )
     env = {

@@ -4,9 +4,12 @@
   40 rounds, no worker runs. After every round the rank writes its tensors, so the test can check that the
   sum over ranks never changes and that the copies close in on the mean. Then one round in which each rank
   applies an update (grad = r + 1, lr = 0.1) while the exchange is under way: the update must be kept.
-- `train`: a real gossip-lu run of this rank (`executor.ranks.rank_run`) with a probe that records every
-  batch, every version a forward read and every gradient applied; the test recomputes each gradient with
-  plain autograd at the versions read.
+- `pushing`: compute off, `distributed.gossip_mode = "push"`. The same starting layers; the rank's
+  communicator and inbox run as in a real run while every layer is marked 40 times, 5 ms apart; then the
+  rank finishes. Writes the tensors just before the final average and after it, and the counts.
+- `train [MODE]`: a real gossip-lu run of this rank (`executor.ranks.rank_run`, gossip_mode MODE, default
+  exchange) with a probe that records every batch, every version a forward read and every gradient
+  applied; the test recomputes each gradient with plain autograd at the versions read.
 Writes OUT/<mode>-rank<r>.json (tensors as lists) and, for `train`, OUT/train-rank<r>.pt.
 """
 
@@ -88,7 +91,53 @@ def mixing(out: Path, ranks: int) -> None:
     world.close()
 
 
-def train(out: Path, ranks: int) -> None:
+def pushing(out: Path, ranks: int) -> None:
+    import time
+
+    import executor.gossip
+
+    scenario = parse_scenario(
+        {
+            "method": "gossip-lu",
+            "workers": {"replicas": ranks, "forward": 1, "backward": 1},
+            "run": {"batches": ranks, "warmup": 0},
+            "distributed": {"timeout_s": 20, "gossip_mode": "push"},
+            "train": {"device": "cpu"},
+        }
+    )
+    world = join(scenario)
+    rank = world.rank
+    layers = [
+        VersionedLayer([torch.full((4,), float(rank * rank))], SGD(0.1)),
+        VersionedLayer([torch.full((2, 3), 10.0 * rank * rank + 1)], SGD(0.1)),
+    ]
+    seen: dict = {"rank": rank}
+    averaging = executor.gossip.average_copies
+
+    def recorded(layers, group, size):  # the copies as the pushes left them, then the final average
+        seen["before_average"] = [[t.tolist() for t in layer.current.tensors] for layer in layers]
+        averaging(layers, group, size)
+
+    executor.gossip.average_copies = recorded
+    errors: list = []
+    report = lambda name, error: errors.append(error)  # noqa: E731
+    gossiper = Gossiper(scenario, layers, [16, 24], world, CpuClock(), threading.Event(), report)
+    gossiper.start()
+    for _ in range(40):
+        for m in range(len(layers)):
+            gossiper.mark(m)
+        time.sleep(0.005)
+    gossiper.finish()
+    seen["after"] = [[t.tolist() for t in layer.current.tensors] for layer in layers]
+    seen["pushes"], seen["mixes"] = gossiper.exchanges, gossiper.mixes
+    seen["errors"] = [str(e) for e in errors]
+    seen["versions"] = [layer.version for layer in layers]
+    seen["spans"] = [(s.op, s.layer, s.version) for s in gossiper.log.spans()]
+    (out / f"pushing-rank{rank}.json").write_text(json.dumps(seen))
+    world.close()
+
+
+def train(out: Path, ranks: int, mode: str = "exchange") -> None:
     from executor_probe import Recorder
 
     from executor.ranks import rank_run
@@ -99,7 +148,7 @@ def train(out: Path, ranks: int) -> None:
             "workers": {"replicas": ranks, "forward": 1, "backward": 2, "max_in_flight": 4},
             "train": {"network": "mlp", "width": 32, "depth": 3, "dataset": "digits", "batch_size": 16},
             "run": {"batches": 16 * ranks, "warmup": 0},
-            "distributed": {"timeout_s": 20, "consensus_every_s": 0.005},
+            "distributed": {"timeout_s": 20, "consensus_every_s": 0.005, "gossip_mode": mode},
         }
     )
     recorder = Recorder()
@@ -120,7 +169,8 @@ def train(out: Path, ranks: int) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode, folder = sys.argv[1], Path(sys.argv[2])
-    {"mixing": mixing, "train": train}[mode](folder, int(os.environ["WORLD_SIZE"]))
+    modes = {"mixing": mixing, "pushing": pushing, "train": train}
+    modes[mode](folder, int(os.environ["WORLD_SIZE"]), *sys.argv[3:])
     # as executor.ranks does: the interpreter's teardown can abort on a still-joinable gloo thread
     sys.stdout.flush()
     sys.stderr.flush()
