@@ -1,13 +1,15 @@
 """Methods across ranks on this machine: ddp, lapsgd and lppsgd on 2 ranks x 1 thread, gossip-lu on 2 ranks x
-(1 forward + 1 backward thread) (gloo, a process each) beside single-process sequential and hogwild (2
-threads), and gossip-lu's compute without communication (two async-lu processes at once, each on half the
-batches), real training on digits.
+(1 forward + 1 backward thread) (gloo, a process each), in exchange and push mode, beside single-process
+sequential and hogwild (2 threads), and gossip-lu's compute without communication (gossip_mode "none": the
+same two ranks, launcher and start barrier, no gossip until the final average), real training on digits.
 
 For every method: its throughput (global batches/s, and each rank's own batches/s), the same under a
 20 ms compute straggler on rank 1 (`r1/worker:0`, a sleep before every one of its batches) and under a
 20 ms communication delay on rank 1 (before each of its communication ops), and the wall time to 96% test
-accuracy (from the run's accuracy curve, snapshots evaluated after the run). Rounds interleave the
-configurations; figures are medians over rounds, every round's value kept in the JSON.
+accuracy (from the run's accuracy curve, snapshots evaluated after the run), and beside each measured
+throughput and staleness the simulator's prediction, as `pdasgd compare` makes it (the profile of the
+network, the run's device and slots, the network the ranks probed). Rounds interleave the configurations;
+figures are medians over rounds, every round's value kept in the JSON.
 
     .venv/bin/python benchmarks/bench_distributed.py --rounds 3 --json benchmarks/results/distributed.json
 """
@@ -28,6 +30,7 @@ from pdasgd.scenario import parse_scenario
 from pdasgd.trace import Trace
 
 RANKS = {"replicas": 2, "per_replica": 1}
+GOSSIP = {"replicas": 2, "forward": 1, "backward": 1, "max_in_flight": 4}  # "mode": distributed.gossip_mode
 METHODS = {
     "sequential": ("sequential", {}),
     "hogwild 2 threads": ("hogwild", {"replicas": 1, "per_replica": 2}),
@@ -36,14 +39,12 @@ METHODS = {
     "lppsgd 2 ranks": ("lppsgd", RANKS),
     # max_in_flight 4: with the default 8, a 1F+1B pipeline's staleness (about 7 plus mixes) at momentum
     # 0.9 kept gossip-lu at chance accuracy (0.12-0.27 after 800 batches; 0.97 with 4)
-    "gossip-lu 2 ranks, 1F+1B each": (
-        "gossip-lu",
-        {"replicas": 2, "forward": 1, "backward": 1, "max_in_flight": 4},
-    ),
-    "2 async-lu pipelines, no communication": ("async-lu", {"forward": 1, "backward": 1, "max_in_flight": 4}),
+    "gossip-lu 2 ranks, 1F+1B each": ("gossip-lu", GOSSIP),
+    "gossip-lu push 2 ranks, 1F+1B each": ("gossip-lu", {**GOSSIP, "mode": "push"}),
+    "2 async-lu pipelines, no communication": ("gossip-lu", {**GOSSIP, "mode": "none"}),
 }
 ACROSS_RANKS = ("ddp", "lapsgd", "lppsgd", "gossip-lu")
-APART = "2 async-lu pipelines, no communication"  # gossip-lu's compute alone: two processes, each half
+APART = "2 async-lu pipelines, no communication"  # gossip-lu's compute alone: no delays to try on it
 STRAGGLER = {"gossip-lu": "r1/forward:0"}  # the rank-1 worker a compute straggler sleeps before
 
 
@@ -60,6 +61,8 @@ def scenario(
     method: str, workers: dict, condition: str, args: argparse.Namespace, seed: int, batches: int = 0
 ):
     averaging = {"average_every": args.average_every} if method in ("lapsgd", "lppsgd") else {}
+    workers = dict(workers)
+    mode = workers.pop("mode", "exchange")
     return parse_scenario(
         {
             "name": f"dist-{method}",
@@ -68,8 +71,15 @@ def scenario(
             "train": {**digits_mlp(args), "device": "cpu"},
             "delays": delays_for(condition, args.extra_s, method),
             "run": {"batches": batches or args.batches, "warmup": 4, "seed": seed},
+            "distributed": gossip_settings(method, mode, args),
         }
     )
+
+
+def gossip_settings(method: str, mode: str, args: argparse.Namespace) -> dict:
+    if not method.startswith("gossip"):
+        return {}
+    return {"gossip_mode": mode, "gossip_every_s": args.gossip_every_s}
 
 
 def rank_rates(trace: Trace) -> dict[str, float]:
@@ -93,50 +103,33 @@ def rank_rates(trace: Trace) -> dict[str, float]:
 def configurations() -> list[tuple[str, str]]:
     rows = [(name, "none") for name in METHODS]
     for name, (method, _) in METHODS.items():
-        if method in ACROSS_RANKS:
+        if method in ACROSS_RANKS and name != APART:
             rows += [(name, "straggler"), (name, "comm delay")]
     return rows
 
 
 def measure(name: str, condition: str, args: argparse.Namespace, seed: int) -> dict:
     method, workers = METHODS[name]
-    if name == APART:
-        return apart(workers, args, seed)
-    result = run(scenario(method, workers, condition, args, seed), curve_points=args.points)
+    sc = scenario(method, workers, condition, args, seed)
+    result = run(sc, curve_points=args.points)
+    prediction = predicted(sc, result.trace)
     return {
         "batches_per_s": result.summary.throughput_batches_per_s,
         "rank_batches_per_s": rank_rates(result.trace),
         "time_to_target_s": time_to_target(result.accuracy_curve, args.target)[0],
         "final_accuracy": result.trace.accuracy,
         "staleness": result.summary.staleness.mean,
+        "predicted_batches_per_s": prediction.throughput_batches_per_s,
+        "predicted_staleness": prediction.staleness.mean,
     }
 
 
-def apart(workers: dict, args: argparse.Namespace, seed: int) -> dict:
-    """Two async-lu processes at once, each on half the batches, never talking: what gossip-lu's two
-    pipelines compute without communication. Throughput: the sum of the two."""
-    import multiprocessing
+def predicted(sc, trace: Trace):
+    """The simulator's summary for `sc` on the machine `trace` ran on, as `pdasgd compare` predicts it."""
+    from pdasgd.cli.compare import predict_beside
+    from pdasgd.cli.prediction import profiled
 
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        rates = pool.starmap(_pipeline, [(workers, args, seed + 100 * index) for index in range(2)])
-    return {
-        "batches_per_s": sum(rates),
-        "rank_batches_per_s": {f"r{index}": rate for index, rate in enumerate(rates)},
-        "time_to_target_s": None,
-        "final_accuracy": None,
-        "staleness": None,
-    }
-
-
-def _pipeline(workers: dict, args: argparse.Namespace, seed: int) -> float:
-    import torch
-
-    torch.set_num_threads(1)
-    # only its speed counts: at the benchmark's lr with momentum 0.9 a lone 1F+1B async-lu pipeline
-    # diverged once (loss nan at batch 341), which ends the run, so a tenth of the lr (the same ops)
-    calm = argparse.Namespace(**{**vars(args), "lr": args.lr / 10})
-    sc = scenario("async-lu", workers, "none", calm, seed, batches=args.batches // 2)
-    return run(sc, curve_points=0).summary.throughput_batches_per_s
+    return predict_beside(profiled(sc), trace)["summary"]
 
 
 def median(values: list) -> float | None:
@@ -147,7 +140,8 @@ def median(values: list) -> float | None:
 def report(rows: dict, args: argparse.Namespace) -> str:
     lines = [
         f"MLP {args.width}x{args.depth}, batch {args.batch_size}, {args.batches} batches, lr {args.lr}, "
-        f"momentum {args.momentum}, average_every {args.average_every}; medians of {args.rounds} rounds",
+        f"momentum {args.momentum}, average_every {args.average_every}, gossip_every_s "
+        f"{args.gossip_every_s:g}; medians of {args.rounds} rounds",
         "",
         "| method | batches/s | r0 / r1 computing | straggler 20 ms on r1: batches/s (change), r0 / r1 "
         "| comm delay 20 ms on r1: batches/s (change), r0 / r1 | time to "
@@ -166,12 +160,29 @@ def report(rows: dict, args: argparse.Namespace) -> str:
             cells.append(f"{under:.1f} ({change:+.0%}), {_ranks(rows[(name, condition)])}")
         tta = median([r["time_to_target_s"] for r in base])
         reached = sum(r["time_to_target_s"] is not None for r in base)
-        if name == APART:
-            cells.append("-")
-        else:
-            cells.append(f"{tta:.2f} ({reached}/{len(base)} reached)" if tta is not None else "not reached")
+        cells.append(f"{tta:.2f} ({reached}/{len(base)} reached)" if tta is not None else "not reached")
         final = median([r["final_accuracy"] for r in base])
         cells.append("-" if final is None else f"{final:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    apart = median([r["batches_per_s"] for r in rows[(APART, "none")]])
+    for name in METHODS:
+        if name.startswith("gossip"):
+            rate = median([r["batches_per_s"] for r in rows[(name, "none")]])
+            lines.append(f"\n{name} / {APART}: {rate / apart:.2f}x")
+    return "\n".join(lines) + "\n\n" + predictions(rows)
+
+
+def predictions(rows: dict) -> str:
+    """The simulator's prediction beside each measured configuration (medians over rounds)."""
+    lines = [
+        "| method [condition] | measured batches/s | predicted | error | measured staleness | predicted |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (name, condition), runs in rows.items():
+        rate, guess = (median([r[k] for r in runs]) for k in ("batches_per_s", "predicted_batches_per_s"))
+        stale, stale_guess = (median([r[k] for r in runs]) for k in ("staleness", "predicted_staleness"))
+        cells = [f"{name} [{condition}]", f"{rate:.1f}", f"{guess:.1f}", f"{guess / rate - 1:+.0%}"]
+        cells += [f"{stale:.2f}", f"{stale_guess:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -198,6 +209,9 @@ def main() -> None:
     parser.add_argument("--average-every", type=int, default=8)
     parser.add_argument("--extra-s", type=float, default=0.02, help="the straggler's and the comm delay's")
     parser.add_argument("--target", type=float, default=0.96)
+    parser.add_argument(
+        "--gossip-every-s", type=float, default=0.0, help="gossip-lu's distributed.gossip_every_s"
+    )
     parser.add_argument("--points", type=int, default=40, help="accuracy-curve points per run")
     parser.add_argument("--json", help="also write every round's figures to this file")
     args = parser.parse_args()

@@ -73,6 +73,8 @@ class Gossiper:
         self.delay_s = scenario.delays.comm_delay_s(world.rank)
         self.mode = settings.gossip_mode
         self.limit = settings.gossip_layers
+        self.every_s_between = settings.gossip_every_s
+        self.last_start_s = -float("inf")
         self.weight = settings.gossip_mix
         self.every_s = settings.consensus_every_s
         self.seed = scenario.run.seed
@@ -136,6 +138,7 @@ class Gossiper:
         check(self.stop)
         stamp, ranks = self.clock.stamp, self.world.size
         waited()
+        self._pace()
         start = stamp()
         if self.delay_s > 0:
             sleep(self.delay_s, self.stop)
@@ -164,6 +167,17 @@ class Gossiper:
             if chosen:
                 self._exchange(chosen, partner)
         return True
+
+    def _pace(self) -> None:
+        """`gossip_every_s` (pdasgd.gossip): wait until that long after the previous round's start."""
+        if self.every_s_between <= 0:
+            return
+        start = self.clock.stamp()
+        rest_s = self.last_start_s + self.every_s_between - self.clock.now_s()
+        if rest_s > 0:
+            sleep(rest_s, self.stop)
+            self.log.add("wait", None, None, start, self.clock.stamp())
+        self.last_start_s = self.clock.now_s()
 
     def _exchange(self, chosen: list[int], partner: int) -> None:
         stamp = self.clock.stamp
@@ -206,6 +220,7 @@ class Gossiper:
     def _push(self) -> None:
         """One push: the delay, the marked layers (output first), their modelled cost, header, tensors."""
         stamp = self.clock.stamp
+        self._pace()
         start = stamp()
         if self.delay_s > 0:
             sleep(self.delay_s, self.stop)

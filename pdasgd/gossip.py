@@ -20,12 +20,16 @@ rank's communicator runs rounds, one after another, the same rounds on every ran
    made during the exchange are kept, and with w = 1/2 the pair's sum is unchanged. Each mixed layer is a
    new version, published at once (a `mix` span per layer, its version the one before the mix), so a pending
    graph keeps the tensors it read and staleness counts mixes as well as local updates (docs/design.md).
-5. A round in which nobody has a mark waits `IDLE_S` before the next.
+5. A round in which nobody has a mark waits `IDLE_S` before the next. With `distributed.gossip_every_s`
+   > 0, a round starts no sooner than that after the rank's previous round started (a `wait` span): on
+   shared cores a communicator that copies, sends and mixes without pause takes their time from the
+   workers.
 
 That is `distributed.gossip_mode = "exchange"` (the default). Two other modes:
 
 - **push** (gloo only: the receiver does not know its sender in advance, which nccl cannot do). No rounds in
-  step: a rank with marked layers waits its `[[delays.comm]]` delay, takes its marks (output layer first, at
+  step: a rank with marked layers waits for `gossip_every_s` since its last push, then its
+  `[[delays.comm]]` delay, takes its marks (output layer first, at
   most `gossip_layers`), pays the modelled cost of their bytes and sends their latest tensors to
   `push_target(seed, rank, k, ranks)` (its k-th push; any other rank, drawn from the shared seed). Its own
   copy is unchanged; the receiver mixes `theta += w (theta_sent - theta_snapshot)` the moment the message

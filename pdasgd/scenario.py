@@ -256,7 +256,8 @@ class Distributed:
     CPU), the timeout of every collective (a rank that froze ends the run after it), DDP's bucket cap, and
     layer-wise gossip's settings (gossip-lu, gossip-bu; pdasgd.gossip): how ranks gossip (`gossip_mode`:
     pairwise exchange in rounds, one-way push to a random peer (gloo only), or none until the final
-    average), at most `gossip_layers` layers per round or push (0: every marked one), the mixing weight,
+    average), at most `gossip_layers` layers per round or push (0: every marked one), the least time from
+    one round's (push's) start to the next (`gossip_every_s`, 0: as fast as they go), the mixing weight,
     and how often the consensus distance is sampled (0: never)."""
 
     backend: str = setting("auto", _choice(BACKENDS))
@@ -264,6 +265,7 @@ class Distributed:
     bucket_mb: float = setting(25.0, _between(0.001, 4096))
     gossip_mode: str = setting("exchange", _choice(GOSSIP_MODES))
     gossip_layers: int = setting(0, _between(0, MAX_LAYERS))
+    gossip_every_s: float = setting(0.0, _between(0, MAX_SECONDS))
     gossip_mix: float = setting(0.5, _positive_at_most(1.0))
     consensus_every_s: float = setting(0.5, _between(0, MAX_SECONDS))
 

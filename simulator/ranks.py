@@ -69,6 +69,7 @@ class RankState:
         self.comm_free_s = 0.0  # when the communicator has finished its last op
         self.finished = 0
         self.marked: set[int] = set()  # gossip: layers updated since the rank last sent them
+        self.last_gossip_s = -math.inf  # gossip: when its last round (push) started
         self._waiting: dict[int, Event] = {}  # finished count -> event
         self._gate: Event | None = None  # blocking averaging: closed while a round is due or running
         workers = engine.scenario.workers
@@ -156,6 +157,7 @@ def gossip_communicator(engine: Engine, state: RankState) -> Generator:
     board = engine.gossip_board
     round_index = 0
     while True:
+        yield from _pace(engine, state)
         start = env.now
         if state.delay_s > 0:
             yield Timeout(env, state.delay_s)
@@ -206,6 +208,7 @@ def push_communicator(engine: Engine, state: RankState) -> Generator:
                 return
             yield Timeout(env, IDLE_S)
             continue
+        yield from _pace(engine, state)
         start = env.now
         if state.delay_s > 0:
             yield Timeout(env, state.delay_s)
@@ -217,3 +220,17 @@ def push_communicator(engine: Engine, state: RankState) -> Generator:
         pushes += 1
         for m in chosen:
             engine.rows.append((receiver, MIX, -1, m, env.now, env.now, env.now))
+
+
+def _pace(engine: Engine, state: RankState) -> Generator:
+    """`distributed.gossip_every_s` (pdasgd.gossip): wait (a `wait` span) until that long after the
+    rank's previous round (push) started."""
+    every_s, env = engine.scenario.distributed.gossip_every_s, engine.env
+    if every_s <= 0:
+        return
+    start = env.now
+    rest_s = state.last_gossip_s + every_s - start
+    if rest_s > 0:
+        yield Timeout(env, rest_s)
+        engine.rows.append((state.comm_worker, WAIT, -1, -1, start, env.now, math.nan))
+    state.last_gossip_s = env.now

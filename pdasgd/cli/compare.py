@@ -32,7 +32,7 @@ from pdasgd.cli.common import (
     print_json,
     with_batches,
 )
-from pdasgd.cli.prediction import judge, measured, predict, profiled
+from pdasgd.cli.prediction import Profiled, judge, measured, predict, profiled
 from pdasgd.cli.replay import accuracy_error, accuracy_of, add_accuracy_flags, check_accuracy_args
 from pdasgd.comparison import COLUMNS, compare_summaries, comparison_rows
 from pdasgd.io import atomic_write_text
@@ -91,7 +91,6 @@ def compare_one(
     profile of the same network exists."""
     import executor
     from pdasgd.closed_forms import theory_for
-    from pdasgd.machine import on_machine, with_network
     from pdasgd.metrics import steady_time_per_batch_s, summarize
 
     costs = profiled(scenario, force, fresh)
@@ -101,9 +100,7 @@ def compare_one(
     measured_trace = executor.run(scenario, progress=progress, baseline=baseline).trace
     if alone:  # this run is its own sequential reference
         sequential_batch_s = steady_time_per_batch_s(measured_trace)
-    machine = on_machine(scenario, measured_trace.device_slots, costs.jitter_cv, costs.efficiency)
-    machine = with_network(machine, measured_trace.info.get("allreduce_probe"))
-    prediction = predict(machine, costs.precision, costs.sequential_batch_s, progress)
+    prediction = predict_beside(costs, measured_trace, progress)
     summaries = {
         "predicted": prediction["summary"],
         "measured": summarize(measured_trace, sequential_batch_s=sequential_batch_s),
@@ -128,6 +125,16 @@ def compare_one(
     return Comparison(
         scenario.method, scenario, document, prediction["trace"], measured_trace, summaries, reference_s
     )
+
+
+def predict_beside(costs: Profiled, measured_trace: Any, progress: bool = False) -> dict[str, Any]:
+    """The simulator's prediction of the profiled scenario on the machine the measured run used: its
+    device and slots, the profile's op noise and efficiency, the network the ranks probed."""
+    from pdasgd.machine import on_machine, with_network
+
+    machine = on_machine(costs.scenario, measured_trace.device_slots, costs.jitter_cv, costs.efficiency)
+    machine = with_network(machine, measured_trace.info.get("allreduce_probe"))
+    return predict(machine, costs.precision, costs.sequential_batch_s, progress)
 
 
 def write_outputs(out_dir: Path, title: str, comparisons: list[Comparison], notes: list[str]) -> Path:
