@@ -11,6 +11,13 @@ throughput and staleness the simulator's prediction, as `pdasgd compare` makes i
 network, the run's device and slots, the network the ranks probed). Rounds interleave the configurations;
 figures are medians over rounds, every round's value kept in the JSON.
 
+`--pace-sweep 0,0.01,0.05` instead measures gossip-lu (exchange) against its pipelines without
+communication at each `distributed.gossip_every_s`, each pace right beside a baseline run of its own
+(which goes first alternates): the throughput ratio, the
+exchanges, the time to the target and the final accuracy (the trade-off a user picks a pace on).
+
+    .venv/bin/python benchmarks/bench_distributed.py --rounds 3 --pace-sweep 0,0.01,0.02,0.05,0.1
+
     .venv/bin/python benchmarks/bench_distributed.py --rounds 3 --json benchmarks/results/distributed.json
 """
 
@@ -119,6 +126,7 @@ def measure(name: str, condition: str, args: argparse.Namespace, seed: int) -> d
         "time_to_target_s": time_to_target(result.accuracy_curve, args.target)[0],
         "final_accuracy": result.trace.accuracy,
         "staleness": result.summary.staleness.mean,
+        "exchanges": result.trace.info.get("gossip_exchanges"),
         "predicted_batches_per_s": prediction.throughput_batches_per_s,
         "predicted_staleness": prediction.staleness.mean,
     }
@@ -130,6 +138,41 @@ def predicted(sc, trace: Trace):
     from pdasgd.cli.prediction import profiled
 
     return predict_beside(profiled(sc), trace)["summary"]
+
+
+def pace_sweep(paces: list[float], args: argparse.Namespace) -> str:
+    """gossip-lu against its pipelines without communication at each pace (module docstring)."""
+    gossip = "gossip-lu 2 ranks, 1F+1B each"
+    found: dict[float, list[dict]] = defaultdict(list)
+    for index in range(args.rounds):
+        for order, pace in enumerate(paces):  # each pace beside its own baseline run, the order alternating
+            args.gossip_every_s = pace
+            pair = [(APART, "none"), (gossip, "none")]
+            measured = {name: measure(name, c, args, seed=index) for name, c in pair[:: 1 - 2 * (order % 2)]}
+            figures, alone = measured[gossip], measured[APART]
+            figures["ratio"] = figures["batches_per_s"] / alone["batches_per_s"]
+            found[pace].append(figures)
+            print(f"round {index} pace {pace:g}: {figures['ratio']:.2f}x", file=sys.stderr)
+    lines = [
+        f"gossip-lu 1F+1B x 2 ranks vs the same pipelines without communication, medians of {args.rounds} "
+        "paired rounds",
+        "",
+        "| gossip_every_s | batches/s | ratio to no communication (rounds) | exchanges | staleness | time to "
+        f"{args.target:.0%} (s) | final accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for pace, runs in found.items():
+        ratios = ", ".join(f"{r['ratio']:.2f}" for r in runs)
+        tta = median([r["time_to_target_s"] for r in runs])
+        reached = sum(r["time_to_target_s"] is not None for r in runs)
+        cells = [f"{pace:g}", f"{median([r['batches_per_s'] for r in runs]):.1f}"]
+        cells += [f"{median([r['ratio'] for r in runs]):.2f}x ({ratios})"]
+        cells += [f"{median([r['exchanges'] for r in runs]):.0f}"]
+        cells += [f"{median([r['staleness'] for r in runs]):.2f}"]
+        cells += [f"{tta:.2f} ({reached}/{len(runs)})" if tta is not None else "not reached"]
+        cells += [f"{median([r['final_accuracy'] for r in runs]):.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def median(values: list) -> float | None:
@@ -214,7 +257,11 @@ def main() -> None:
     )
     parser.add_argument("--points", type=int, default=40, help="accuracy-curve points per run")
     parser.add_argument("--json", help="also write every round's figures to this file")
+    parser.add_argument("--pace-sweep", help="comma-separated gossip_every_s values (module docstring)")
     args = parser.parse_args()
+    if args.pace_sweep:
+        print(pace_sweep([float(p) for p in args.pace_sweep.split(",")], args))
+        return
     rows: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for index in range(args.rounds):
         for name, condition in configurations():

@@ -173,6 +173,20 @@ def test_a_delayed_rank_slows_only_exchanges_not_compute_in_the_simulator() -> N
     assert not per_rank(delayed, "wait")[0]
 
 
+def test_in_push_mode_a_delayed_rank_slows_only_its_own_sends_in_the_simulator() -> None:
+    def arrivals(comm: list) -> dict[int, set]:
+        data = {**sim_scenario(replicas=2, comm=comm), "distributed": {"gossip_mode": "push"}}
+        trace = simulator.simulate(parse_scenario(data))
+        return {rank: {(s.start_s, s.layer) for s in spans} for rank, spans in per_rank(trace, "mix").items()}
+
+    plain, delayed = arrivals([]), arrivals([{"rank": 1, "extra_s": 0.02}])
+    assert delayed[1] == plain[1]  # rank 0's pushes, mixed on rank 1: exactly as without the delay
+    messages = {
+        name: len({at for at, _ in found[0]}) for name, found in (("plain", plain), ("held", delayed))
+    }
+    assert messages["held"] < messages["plain"] / 3  # rank 1's own pushes are the ones held
+
+
 def test_gossip_on_128_simulated_ranks() -> None:
     data = sim_scenario(replicas=128)
     data["run"] = {"batches": 128 * 5, "warmup": 128}
@@ -315,6 +329,26 @@ def test_gossip_every_s_spaces_the_real_rounds(tmp_path: Path) -> None:
     for rank in range(2):
         paced = [s for s in trace.spans if s.op == "wait" and split_rank(s.worker)[0] == rank]
         assert paced  # the rests are on the trace as waits
+
+
+def test_in_push_mode_a_delayed_rank_slows_only_its_own_real_sends(tmp_path: Path) -> None:
+    from executor.runtime import run
+
+    data = {
+        "method": "gossip-lu",
+        "workers": {"replicas": 2, "forward": 1, "backward": 1, "max_in_flight": 4},
+        "train": {"network": "mlp", "width": 32, "depth": 3, "dataset": "digits", "batch_size": 16},
+        "delays": {"comm": [{"rank": 1, "extra_s": 0.1}]},
+        "run": {"batches": 600, "warmup": 0},
+        "distributed": {"timeout_s": 20, "gossip_mode": "push"},
+    }
+    trace = run(parse_scenario(data), curve_points=0).trace
+    makespan_s = max(s.end_s for s in trace.spans)
+    messages = {
+        r: {s.start_s for s in trace.spans if s.op == "mix" and split_rank(s.worker)[0] == r} for r in (0, 1)
+    }
+    assert len(messages[0]) <= makespan_s / 0.1 + 2  # rank 1's pushes, each after its 100 ms wait
+    assert len(messages[1]) > 3 * len(messages[0])  # rank 0 goes on pushing at its own pace
 
 
 def rank_rate(trace: Trace, rank: int) -> float:
