@@ -21,10 +21,15 @@ from pdasgd.playground import base_from, read_query, scenario_of, start_server
 from pdasgd.scenario import load_scenario
 from simulator import simulate_summary
 
-pytestmark = pytest.mark.browser
-
-if CHROMIUM is None or CHROMEDRIVER is None:
-    pytest.skip("needs Debian's chromium and chromium-driver: run `make browser`", allow_module_level=True)
+# a skip per test, not of the module: a module-level skip is reported even under `-m gpu`, whose count the
+# GPU check's dry run compares with the gpu-marked tests
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason="needs Debian's chromium and chromium-driver: run `make browser`",
+    ),
+]
 
 WAIT_S = 20
 
