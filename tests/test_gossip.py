@@ -261,7 +261,7 @@ def test_push_gossip_with_compute_off_closes_in_and_mixes_every_message_once(tmp
         assert seen[r]["mixes"] == len(mixes)
 
 
-@pytest.mark.parametrize("mode", ["exchange", "push", "none"])
+@pytest.mark.parametrize("mode", ["exchange", "push", pytest.param("none", marks=pytest.mark.slow)])
 def test_gossip_lu_ranks_apply_exact_gradients_and_lose_no_update_or_mix(tmp_path: Path, mode: str) -> None:
     torchrun_script(2, "train", str(tmp_path), mode)
     trace = Trace.load(tmp_path / "train-trace.json")
@@ -311,6 +311,7 @@ def test_gossip_lu_ranks_apply_exact_gradients_and_lose_no_update_or_mix(tmp_pat
     assert all(0 <= d < 1 for sample in samples["per_layer"] for d in sample)
 
 
+@pytest.mark.slow  # the simulator's twin runs by default; the default suite is near its 10 minutes
 def test_gossip_every_s_spaces_the_real_rounds(tmp_path: Path) -> None:
     from executor.runtime import run
 
