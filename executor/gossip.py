@@ -73,7 +73,7 @@ class Gossiper:
         self.delay_s = scenario.delays.comm_delay_s(world.rank)
         self.mode = settings.gossip_mode
         self.limit = settings.gossip_layers
-        self.every_s_between = settings.gossip_every_s
+        self.pace_s = settings.gossip_every_s
         self.last_start_s = -float("inf")
         self.weight = settings.gossip_mix
         self.every_s = settings.consensus_every_s
@@ -170,10 +170,10 @@ class Gossiper:
 
     def _pace(self) -> None:
         """`gossip_every_s` (pdasgd.gossip): wait until that long after the previous round's start."""
-        if self.every_s_between <= 0:
+        if self.pace_s <= 0:
             return
         start = self.clock.stamp()
-        rest_s = self.last_start_s + self.every_s_between - self.clock.now_s()
+        rest_s = self.last_start_s + self.pace_s - self.clock.now_s()
         if rest_s > 0:
             sleep(rest_s, self.stop)
             self.log.add("wait", None, None, start, self.clock.stamp())
