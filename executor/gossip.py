@@ -182,16 +182,21 @@ class Gossiper:
     def _exchange(self, chosen: list[int], partner: int) -> None:
         stamp = self.clock.stamp
         at = stamp()
+        snapshot, flat = self._take(chosen)
+        theirs = torch.empty_like(flat)
+        self.group.exchange(flat, theirs, partner)
+        self._mix(chosen, theirs.sub_(flat).mul_(self.weight), snapshot, at)
+        self.exchanges += 1
+
+    def _take(self, chosen: list[int]) -> tuple[list, torch.Tensor]:
+        """What sending `chosen` costs: the modelled cost of their bytes slept, their marks cleared, their
+        latest tensors copied (snapshot and flat)."""
         cost_s = self.delays.allreduce_cost_s(sum(self.layer_bytes[m] for m in chosen))
         if cost_s > 0:
             sleep(cost_s, self.stop)
         with self._lock:
             self.marked.difference_update(chosen)
-        snapshot, flat = snapshot_flat([self.layers[m] for m in chosen], self.device)
-        theirs = torch.empty_like(flat)
-        self.group.exchange(flat, theirs, partner)
-        self._mix(chosen, theirs.sub_(flat).mul_(self.weight), snapshot, at)
-        self.exchanges += 1
+        return snapshot_flat([self.layers[m] for m in chosen], self.device)
 
     def _push_until_done(self) -> None:
         """Push mode (module docstring): push marked layers until the rank has finished and sent its last
@@ -227,12 +232,7 @@ class Gossiper:
             self.log.add("wait", None, None, start, stamp())
         with self._lock:
             chosen = chosen_layers(self.marked, (), self.limit)
-        cost_s = self.delays.allreduce_cost_s(sum(self.layer_bytes[m] for m in chosen))
-        if cost_s > 0:
-            sleep(cost_s, self.stop)
-        with self._lock:
-            self.marked.difference_update(chosen)
-        _, flat = snapshot_flat([self.layers[m] for m in chosen], self.device)
+        _, flat = self._take(chosen)
         header = torch.tensor(message(False, False, chosen, len(self.layers)), device=self.device)
         target = push_target(self.seed, self.world.rank, self.exchanges, self.world.size)
         self.world.push.send(header, target, tag=0)

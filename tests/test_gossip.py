@@ -85,6 +85,19 @@ def per_rank(trace: Trace, op: str) -> dict[int, list]:
     return found
 
 
+def assert_versions_in_time_order(trace: Trace, ranks: int, layers: int) -> None:
+    """Per rank and layer, updates and mixes number the versions 0, 1, 2, ... in time order."""
+    for rank in range(ranks):
+        for layer in range(layers):
+            writes = [
+                s
+                for s in trace.spans
+                if s.op in ("update", "mix") and split_rank(s.worker)[0] == rank and s.layer == layer
+            ]
+            writes.sort(key=lambda s: (s.start_s, s.version))
+            assert [s.version for s in writes] == list(range(len(writes)))
+
+
 def test_one_rank_of_gossip_is_async_lu_and_bu() -> None:
     for method, single in (("gossip-lu", "async-lu"), ("gossip-bu", "async-bu")):
         alone = simulator.simulate_summary(parse_scenario(sim_scenario(method, replicas=1)))
@@ -102,15 +115,7 @@ def test_simulated_mixes_are_versions_paired_across_partners(method: str) -> Non
     for r in range(3):  # every mix of a rank has its partner's twin: the same layer at the same moment
         others = {item for other in range(3) if other != r for item in ends[other]}
         assert set(ends[r]) <= others
-    for rank in range(3):  # per layer, updates and mixes number the versions 0, 1, 2, ... in time order
-        for layer in range(4):
-            writes = [
-                s
-                for s in trace.spans
-                if s.op in ("update", "mix") and split_rank(s.worker)[0] == rank and s.layer == layer
-            ]
-            writes.sort(key=lambda s: (s.start_s, s.version))
-            assert [s.version for s in writes] == list(range(len(writes)))
+    assert_versions_in_time_order(trace, ranks=3, layers=4)
     single = simulator.simulate_summary(parse_scenario(sim_scenario(method.replace("gossip", "async"), 1)))
     gossiping = simulator.simulate_summary(parse_scenario(sim_scenario(method, replicas=3)))
     assert gossiping.staleness.mean > single.staleness.mean  # mixes between a read and its update count
@@ -122,15 +127,7 @@ def test_simulated_push_mixes_on_the_receiver_as_versions() -> None:
     mixes = per_rank(trace, "mix")
     assert all(len(mixes[r]) > 10 for r in range(3))
     assert all(s.duration_s == 0.0 for r in range(3) for s in mixes[r])  # mixed the moment it arrives
-    for rank in range(3):
-        for layer in range(4):
-            writes = [
-                s
-                for s in trace.spans
-                if s.op in ("update", "mix") and split_rank(s.worker)[0] == rank and s.layer == layer
-            ]
-            writes.sort(key=lambda s: (s.start_s, s.version))
-            assert [s.version for s in writes] == list(range(len(writes)))
+    assert_versions_in_time_order(trace, ranks=3, layers=4)
 
 
 @pytest.mark.parametrize("mode", ["exchange", "push"])

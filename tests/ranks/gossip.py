@@ -47,22 +47,29 @@ class UpdatingGroup(OwnedGroup):
         super().exchange(send, receive, peer)
 
 
-def mixing(out: Path, ranks: int) -> None:
-    scenario = parse_scenario(
-        {
-            "method": "gossip-lu",
-            "workers": {"replicas": ranks, "forward": 1, "backward": 1},
-            "run": {"batches": ranks, "warmup": 0},
-            "distributed": {"timeout_s": 20, "consensus_every_s": 0},
-            "train": {"device": "cpu"},
-        }
-    )
-    world = join(scenario)
-    rank = world.rank
-    layers = [
+def compute_off(ranks: int, **distributed) -> dict:
+    return {
+        "method": "gossip-lu",
+        "workers": {"replicas": ranks, "forward": 1, "backward": 1},
+        "run": {"batches": ranks, "warmup": 0},
+        "distributed": {"timeout_s": 20, **distributed},
+        "train": {"device": "cpu"},
+    }
+
+
+def starting_layers(rank: int) -> list[VersionedLayer]:
+    """Rank r's two layers: r^2 and 10 r^2 + 1 everywhere."""
+    return [
         VersionedLayer([torch.full((4,), float(rank * rank))], SGD(0.1)),
         VersionedLayer([torch.full((2, 3), 10.0 * rank * rank + 1)], SGD(0.1)),
     ]
+
+
+def mixing(out: Path, ranks: int) -> None:
+    scenario = parse_scenario(compute_off(ranks, consensus_every_s=0))
+    world = join(scenario)
+    rank = world.rank
+    layers = starting_layers(rank)
     group = UpdatingGroup(world.comm, layers, float(rank + 1))
     world.comm = group
     errors: list[BaseException] = []
@@ -96,21 +103,10 @@ def pushing(out: Path, ranks: int) -> None:
 
     import executor.gossip
 
-    scenario = parse_scenario(
-        {
-            "method": "gossip-lu",
-            "workers": {"replicas": ranks, "forward": 1, "backward": 1},
-            "run": {"batches": ranks, "warmup": 0},
-            "distributed": {"timeout_s": 20, "gossip_mode": "push"},
-            "train": {"device": "cpu"},
-        }
-    )
+    scenario = parse_scenario(compute_off(ranks, gossip_mode="push"))
     world = join(scenario)
     rank = world.rank
-    layers = [
-        VersionedLayer([torch.full((4,), float(rank * rank))], SGD(0.1)),
-        VersionedLayer([torch.full((2, 3), 10.0 * rank * rank + 1)], SGD(0.1)),
-    ]
+    layers = starting_layers(rank)
     seen: dict = {"rank": rank}
     averaging = executor.gossip.average_copies
 
