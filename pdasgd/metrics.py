@@ -225,9 +225,9 @@ def utilization(trace: Trace) -> dict[str, float]:
     }
 
 
-def busy_slot_s(intervals: list[tuple[float, float]], slots: int) -> float:
+def busy_slot_s(intervals: list[tuple[float, float]] | np.ndarray, slots: int) -> float:
     """Integral over time of min(number of intervals open, slots)."""
-    if not intervals:
+    if not len(intervals):
         return 0.0
     bounds = np.asarray(intervals, dtype=float)
     times = np.concatenate([bounds[:, 0], bounds[:, 1]])

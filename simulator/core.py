@@ -22,7 +22,7 @@ from pdasgd.methods import MethodError
 from pdasgd.metrics import Summary, summarize
 from pdasgd.scenario import Scenario, ScenarioError
 from pdasgd.trace import Trace
-from simulator import fast, fastsummary
+from simulator import fast, fastgossip, fastsummary
 from simulator.engine import Engine, trace_workers, worker_groups
 from simulator.memory import timeline_peak_bytes
 from simulator.progress import ProgressBar, wanted
@@ -40,7 +40,9 @@ def simulate(scenario: Scenario, engine: str = "auto", progress: bool | None = N
     chosen = choose_engine(scenario, engine)
     check_trace_size(scenario)
     with gc_paused():
-        if chosen == "fast":
+        if chosen == "fast" and scenario.definition.gossip:
+            timeline = fastgossip.timeline(scenario, fastgossip.gossip_schedule(scenario))
+        elif chosen == "fast":
             timeline = fast.schedule_timeline(fast.fixed_schedule(scenario))
         else:
             timeline = run_simpy(scenario, progress)
@@ -65,6 +67,8 @@ def simulate_summary(scenario: Scenario, engine: str = "auto", progress: bool | 
     chosen = choose_engine(scenario, engine)
     if chosen != "fast":
         return summarize(simulate(scenario, chosen, progress))
+    if scenario.definition.gossip:
+        return _gossip_summary(scenario, progress)
     schedule = fast.fixed_schedule(scenario)
     arguments = (schedule, trace_meta(scenario, "fast"), layer_sizes(scenario), tie_s(scenario))
     if not wanted(progress, schedule.batches, len(schedule.offsets.forward_start)):
@@ -73,17 +77,44 @@ def simulate_summary(scenario: Scenario, engine: str = "auto", progress: bool | 
         return fastsummary.summary(*arguments, worker_devices(scenario), bar)
 
 
+def _gossip_summary(scenario: Scenario, progress: bool | None) -> Summary:
+    """simulate_summary of gossip on the fast path (`simulator.fastgossip`), rank by rank."""
+    assert scenario.model is not None
+    batches = scenario.run.batches
+    show = wanted(progress, batches, len(scenario.model.layers))
+    with gc_paused():
+        if show:
+            with ProgressBar(batches, f"gossip rounds {scenario.method}") as bar:
+                schedule = fastgossip.gossip_schedule(scenario, bar)
+        else:
+            schedule = fastgossip.gossip_schedule(scenario)
+        arguments = (scenario, schedule, trace_meta(scenario, "fast"), layer_sizes(scenario), tie_s(scenario))
+        more = (worker_groups(scenario), trace_workers(scenario)[1])
+        if not show:
+            return fastgossip.summary(*arguments, *more)
+        with ProgressBar(batches, f"summarise {scenario.method}") as bar:
+            return fastgossip.summary(*arguments, *more, bar)
+
+
 def choose_engine(scenario: Scenario, engine: str = "auto") -> str:
     """'fast' or 'simpy'; raises ScenarioError when the scenario cannot be simulated as asked."""
     check_costs(scenario)
     if engine not in ENGINES:
         raise ScenarioError(f"engine: must be one of {', '.join(ENGINES)}; got {engine!r}")
-    problem = fast.fast_path_problem(scenario)
+    problem = fast_path_problem(scenario)
     if engine == "fast" and problem:
         raise ScenarioError(f"engine: the fast path cannot run this scenario: {problem}")
     if engine == "simpy" or problem:
         return "simpy"
     return "fast"
+
+
+def fast_path_problem(scenario: Scenario) -> str | None:
+    """Why neither fast path (`simulator.fast`, `simulator.fastgossip` for gossip) can run the scenario;
+    None when one can."""
+    if scenario.definition.gossip:
+        return fastgossip.problem(scenario)
+    return fast.fast_path_problem(scenario)
 
 
 def check_trace_size(scenario: Scenario) -> None:

@@ -19,10 +19,11 @@ expands them into the same records the SimPy engine writes (tests check both eng
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from pdasgd.methods import Method, split_rank
 from pdasgd.offsets import DECOUPLED, SINGLE, Offsets, batch_offsets, fixed_shape
 from pdasgd.scenario import Scenario
 from simulator.records import BACKWARD, FORWARD, NO_VALUE, UPDATE, Timeline
@@ -34,6 +35,12 @@ def fast_path_problem(scenario: Scenario) -> str | None:
     assert scenario.model is not None
     if fixed_shape(scenario.definition, scenario.workers, len(scenario.model.layers)) is None:
         return f"method {scenario.method} has no fixed-time recursion"
+    return timing_problem(scenario)
+
+
+def timing_problem(scenario: Scenario) -> str | None:
+    """Why op times are not fixed per role (jitter, stragglers, shared devices, mixed speeds); None if
+    they are."""
     if scenario.delays.jitter_cv > 0:
         return "op times are random (delays.jitter_cv > 0)"
     if scenario.delays.stragglers:
@@ -43,7 +50,8 @@ def fast_path_problem(scenario: Scenario) -> str | None:
         return "workers share a device"
     table = scenario.device_table()
     for role in scenario.definition.roles:
-        speeds = {table[placement[name]].speed for name in role.worker_names(scenario.workers)}
+        local = set(role.worker_names(scenario.workers))
+        speeds = {table[placement[name]].speed for name in placement if split_rank(name)[1] in local}
         if len(speeds) > 1:
             return f"{role.name} workers run at different speeds"
     return None
@@ -92,12 +100,14 @@ class FixedSchedule:
         return self.backward_start + self.offsets.end
 
 
-def fixed_schedule(scenario: Scenario) -> FixedSchedule:
-    """Run the recursion (module docstring) for every batch of the scenario."""
+def fixed_schedule(scenario: Scenario, batches: int | None = None) -> FixedSchedule:
+    """Run the recursion (module docstring) for every batch of the scenario (the first `batches`: one
+    rank's share, for `simulator.fastgossip`)."""
     assert scenario.model is not None
     offsets = layer_offsets(scenario)
-    batches, workers = scenario.run.batches, scenario.workers
-    shape = fixed_shape(scenario.definition, workers, len(scenario.model.layers))
+    workers = scenario.workers
+    batches = scenario.run.batches if batches is None else batches
+    shape = fixed_shape(local_definition(scenario), workers, len(scenario.model.layers))
     if shape == SINGLE:
         n_f, k, q, d = 1, 1, 1, 0.0
     else:
@@ -107,6 +117,12 @@ def fixed_schedule(scenario: Scenario) -> FixedSchedule:
     return FixedSchedule(
         scenario.method, shape, n_f, k, schedule.forward_start_s, schedule.backward_start_s, offsets
     )
+
+
+def local_definition(scenario: Scenario) -> Method:
+    """The method one process runs: the scenario's, or for gossip one rank's pipeline without the ranks."""
+    definition = scenario.definition
+    return replace(definition, ranks=False, gossip=False) if definition.gossip else definition
 
 
 def schedule_timeline(schedule: FixedSchedule) -> Timeline:

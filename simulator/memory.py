@@ -84,6 +84,18 @@ def timeline_peak_bytes(
     """memory_peak_bytes of a resolved timeline; None when the model gives no sizes at all."""
     if not activation_bytes.any() and not param_bytes.any():
         return None
+    start, end, size = timeline_intervals(timeline, worker_group, activation_bytes, param_bytes, batches)
+    return peak_bytes([(start, end, size, np.inf)], tie_s)
+
+
+def timeline_intervals(
+    timeline: Timeline,
+    worker_group: np.ndarray,
+    activation_bytes: np.ndarray,
+    param_bytes: np.ndarray,
+    batches: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(allocated, freed, bytes) of every live activation and parameter version of a resolved timeline."""
     hold = _activation_hold_s(timeline, len(activation_bytes), batches)
     reads = timeline.op == FORWARD
     start = [timeline.start_s[reads]]
@@ -98,8 +110,7 @@ def timeline_peak_bytes(
                 start.append(alloc)
                 end.append(free)
                 size.append(np.full(len(alloc), param_bytes[layer]))
-    chunk = (np.concatenate(start), np.concatenate(end), np.concatenate(size), np.inf)
-    return peak_bytes([chunk], tie_s)
+    return np.concatenate(start), np.concatenate(end), np.concatenate(size)
 
 
 def _activation_hold_s(timeline: Timeline, layers: int, batches: int) -> np.ndarray:

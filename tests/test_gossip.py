@@ -21,6 +21,7 @@ from test_ranks import LOCAL, ROOT
 import simulator
 from pdasgd.gossip import chosen_layers, message, partners, push_target, read_message
 from pdasgd.methods import split_rank
+from pdasgd.metrics import summarize
 from pdasgd.scenario import ScenarioError, parse_scenario
 from pdasgd.trace import Trace
 
@@ -182,6 +183,60 @@ def test_in_push_mode_a_delayed_rank_slows_only_its_own_sends_in_the_simulator()
         name: len({at for at, _ in found[0]}) for name, found in (("plain", plain), ("held", delayed))
     }
     assert messages["held"] < messages["plain"] / 3  # rank 1's own pushes are the ones held
+
+
+GOSSIP_FAST_CASES = [
+    # (method, ranks, backward workers, hand-off, [[delays.comm]], [distributed])
+    ("gossip-lu", 2, 1, 0.0, [], {}),
+    ("gossip-lu", 3, 2, 0.0, [], {}),
+    ("gossip-bu", 3, 2, 0.0, [], {}),
+    ("gossip-lu", 4, 2, 0.0013, [{"rank": 1, "extra_s": 0.02}], {}),
+    ("gossip-bu", 3, 1, 0.0, [{"rank": 0, "extra_s": 0.003}], {"gossip_every_s": 0.01}),
+    ("gossip-lu", 5, 2, 0.0, [], {"gossip_layers": 2, "gossip_every_s": 0.004}),
+    ("gossip-lu", 3, 1, 0.0, [], {"gossip_mode": "none"}),
+]
+
+
+def fast_case(method, ranks, backward, handoff_s, comm, distributed) -> dict:
+    data = sim_scenario(method, replicas=ranks, comm=comm, handoff_s=handoff_s)
+    data["model"] = {**data["model"], "activation_bytes": 4096}
+    data["workers"] = {**data["workers"], "backward": backward}
+    return {**data, "distributed": distributed}
+
+
+@pytest.mark.parametrize("case", GOSSIP_FAST_CASES, ids=lambda c: f"{c[0]}-{c[1]}x{c[2]}-{c[5]}")
+def test_gossip_fast_path_equals_simpy_span_for_span(case) -> None:
+    scenario = parse_scenario(fast_case(*case))
+    assert simulator.choose_engine(scenario) == "fast"
+    slow, quick = simulator.simulate(scenario, engine="simpy"), simulator.simulate(scenario, engine="fast")
+
+    def key(span):
+        return span.worker, span.op, span.batch, span.layer, round(span.start_s, 9)
+
+    a, b = sorted(slow.spans, key=key), sorted(quick.spans, key=key)
+    assert [key(s)[:4] + (s.version,) for s in a] == [key(s)[:4] + (s.version,) for s in b]
+    assert [s.start_s for s in a] == pytest.approx([s.start_s for s in b], abs=1e-9)
+    assert [s.end_s for s in a] == pytest.approx([s.end_s for s in b], abs=1e-9)
+    assert slow.memory_peak_bytes == quick.memory_peak_bytes
+    if case[5].get("gossip_mode") != "none":
+        assert sum(s.op == "mix" for s in b) > 20 * case[1]
+    fast_summary = simulator.simulate_summary(scenario)
+    assert fast_summary.to_dict() == summarize(quick).to_dict()  # the same numbers, without a trace
+    assert fast_summary.staleness == summarize(slow).staleness
+
+
+def test_gossip_fast_path_problems_send_the_scenario_to_simpy() -> None:
+    base = fast_case("gossip-lu", 3, 2, 0.0, [], {})
+    cases = {
+        "only exchange and none": {**base, "distributed": {"gossip_mode": "push"}},
+        "random": {**base, "delays": {**base["delays"], "jitter_cv": 0.1}},
+        "share a device": {**base, "device": [{"name": "cpu", "slots": 6}]},
+    }
+    for reason, data in cases.items():
+        scenario = parse_scenario(data)
+        assert simulator.choose_engine(scenario) == "simpy"
+        with pytest.raises(ScenarioError, match=reason):
+            simulator.choose_engine(scenario, "fast")
 
 
 def test_gossip_on_128_simulated_ranks() -> None:

@@ -1,0 +1,325 @@
+"""The fast path for layer-wise gossip (gossip-lu, gossip-bu) at scale: no SimPy process per rank.
+
+In the SimPy model a gossiping rank's workers never wait for its communicator: a mix costs the network, not
+the device, and marks only record which layers were updated. So with fixed op times (no jitter, no
+stragglers, a device per worker) every rank runs the same local pipeline, the fixed-time recursion of
+`simulator.fast` over its L = batches / R batches (local batch j is global batch r + R j, its window Q
+local batches back). What differs between ranks is only their communication, and the exchange rounds of
+`pdasgd.gossip` are in step across ranks: every rank gathers the round's marks, so round k ends, for all,
+at T_k = the latest arrival. `exchange_rounds` runs them for all ranks at once with numpy, following
+`simulator.ranks.gossip_communicator` step by step:
+
+    start_r   = end of rank r's previous round (T + IDLE_S, T, or T + its exchange's cost)
+    paced_r   = max(start_r, last_r + gossip_every_s)                    (a `wait` span when it waits)
+    arrival_r = paced_r + comm delay_r (a `wait` span) + allreduce_cost_s(0)
+    marks_r   = layers whose next update after their last clear ends by arrival_r
+    T         = max over ranks of arrival_r; the rounds end when every rank had finished at its arrival
+
+then `partners(seed, k, R)`, `chosen_layers` and an exchange of `allreduce_cost_s(bytes)` from T, at whose
+end the pair's chosen marks clear and each chosen layer gets a `mix` row. gossip_mode "none" has no rounds.
+Push mode, or anything that makes ranks' pipelines differ, stays on SimPy (`problem` says why).
+
+A rank's rows are then the local schedule's (workers and batch ids moved to the rank) plus its `wait` and
+`mix` rows, and versions, staleness and memory are resolved per rank by the same code as for SimPy's
+records (`simulator.records`, `simulator.memory`): a rank's parameter copy is its own group. `summary`
+streams the ranks one at a time, so 128 ranks x 2,000 batches x 16 layers need no trace. Where an update
+ends at the very instant of a round's arrival or an exchange's end, SimPy's event order decides whether it
+is in that round's marks; here it is in them, and a mark set at the exchange's end instant is cleared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from pdasgd.gossip import IDLE_S, partners
+from pdasgd.metrics import Staleness, Summary, build_summary, busy_slot_s
+from pdasgd.offsets import DECOUPLED, fixed_shape
+from pdasgd.scenario import Scenario
+from simulator import fast
+from simulator.fastsummary import _steady_time_per_batch_s
+from simulator.memory import peak_bytes, timeline_intervals
+from simulator.progress import ProgressBar
+from simulator.records import MIX, WAIT, Timeline, resolve_versions
+
+MODES = ("exchange", "none")
+
+
+def problem(scenario: Scenario) -> str | None:
+    """Why this gossip scenario's schedule cannot be computed here exactly; None when it can."""
+    assert scenario.model is not None
+    definition, workers = scenario.definition, scenario.workers
+    mode = scenario.distributed.gossip_mode
+    if mode not in MODES:
+        return f"gossip_mode {mode}: only {' and '.join(MODES)} have rounds in step"
+    local = dataclasses.replace(definition, ranks=False, gossip=False)
+    if fixed_shape(local, workers, len(scenario.model.layers)) != DECOUPLED:
+        return f"method {scenario.method}: a rank's pipeline has no fixed-time recursion"
+    return fast.timing_problem(scenario)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommRows:
+    """Every rank's communicator rows (`wait` and `mix`), as columns ordered by rank."""
+
+    rank: np.ndarray
+    op: np.ndarray
+    layer: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+    rounds: int
+
+    def of(self, rank: int) -> slice:
+        lo, hi = np.searchsorted(self.rank, [rank, rank + 1])
+        return slice(int(lo), int(hi))
+
+
+@dataclasses.dataclass(frozen=True)
+class GossipSchedule:
+    """The local schedule every rank runs and the ranks' communication."""
+
+    ranks: int
+    local: fast.FixedSchedule
+    comm: CommRows
+
+
+def gossip_schedule(scenario: Scenario, progress: ProgressBar | None = None) -> GossipSchedule:
+    """The local pipeline's recursion, then the rounds of every rank (module docstring); `progress` is
+    ticked by the batches finished as the rounds' simulated time passes them."""
+    ranks = scenario.definition.rank_count(scenario.workers)
+    local = fast.fixed_schedule(scenario, batches=scenario.run.batches // ranks)
+    if scenario.distributed.gossip_mode == "none" or ranks < 2:
+        empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+        return GossipSchedule(ranks, local, CommRows(empty_i, empty_i, empty_i, empty_f, empty_f, 0))
+    return GossipSchedule(ranks, local, exchange_rounds(scenario, local, ranks, progress))
+
+
+class _Rows:
+    """Columns of communicator rows, appended a round at a time."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple] = []
+
+    def add(self, rank: np.ndarray, op: int, layer, start_s: np.ndarray, end_s: np.ndarray) -> None:
+        n = len(rank)
+        if n:
+            layer = np.broadcast_to(np.asarray(layer, dtype=np.int64), (n,))
+            self.parts.append((rank, np.full(n, op, dtype=np.int64), layer, start_s, end_s))
+
+    def columns(self, rounds: int) -> CommRows:
+        if not self.parts:
+            empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+            return CommRows(empty_i, empty_i, empty_i, empty_f, empty_f, rounds)
+        rank, op, layer, start, end = (np.concatenate(column) for column in zip(*self.parts, strict=True))
+        order = np.argsort(rank, kind="stable")
+        return CommRows(rank[order], op[order], layer[order], start[order], end[order], rounds)
+
+
+def exchange_rounds(
+    scenario: Scenario, local: fast.FixedSchedule, ranks: int, progress: ProgressBar | None = None
+) -> CommRows:
+    """Every rank's exchange rounds, all ranks at once (module docstring)."""
+    assert scenario.model is not None
+    delays, settings, seed = scenario.delays, scenario.distributed, scenario.run.seed
+    update_end = local.backward_start[:, None] + local.offsets.update_end[None, :]  # (L, M), as the rows
+    by_layer = np.ascontiguousarray(update_end.T)
+    param_bytes = np.array([layer.param_bytes for layer in scenario.model.layers], dtype=np.int64)
+    per_byte_s = 1.0 / delays.allreduce_bytes_per_s if delays.allreduce_bytes_per_s else 0.0
+    delay_s = np.array([delays.comm_delay_s(r) for r in range(ranks)])
+    delayed = delay_s > 0
+    every_s, limit = settings.gossip_every_s, settings.gossip_layers
+    finished_s = float(local.end_s.max())  # every rank finishes its last batch then
+    done_s, ticked = np.sort(local.end_s), 0
+    next_mark = np.repeat(by_layer[:, :1].T, ranks, axis=0)  # (R, M): first update end after the last clear
+    start = np.zeros(ranks)
+    last = np.full(ranks, -math.inf)
+    everyone = np.arange(ranks)
+    rows = _Rows()
+    round_index = 0
+    while True:
+        if every_s > 0:
+            rest = last + every_s - start
+            waits = rest > 0
+            paced = np.where(waits, start + rest, start)
+            rows.add(everyone[waits], WAIT, -1, start[waits], paced[waits])
+            start = last = paced
+        arrival = np.where(delayed, start + delay_s, start)
+        rows.add(everyone[delayed], WAIT, -1, start[delayed], arrival[delayed])
+        if delays.allreduce_s > 0:
+            arrival = arrival + delays.allreduce_cost_s(0)
+        marks = next_mark <= arrival[:, None]
+        gathered = float(arrival.max())
+        if progress is not None:
+            done = ranks * int(np.searchsorted(done_s, gathered, "right"))
+            progress.tick(done - ticked)
+            ticked = done
+        if finished_s <= float(arrival.min()):
+            return rows.columns(round_index)
+        partner = np.array(partners(seed, round_index, ranks))
+        round_index += 1
+        if not marks.any():
+            start = np.full(ranks, gathered + IDLE_S)
+            continue
+        chosen = _chosen(marks, partner, limit)
+        exchanging = chosen.any(axis=1)
+        end = gathered + (delays.allreduce_s + (chosen @ param_bytes) * per_byte_s)
+        start = np.where(exchanging, end, gathered)
+        rank_of, layer_of = np.nonzero(chosen)
+        rows.add(rank_of, MIX, layer_of, np.full(len(rank_of), gathered), end[rank_of])
+        for m in np.unique(layer_of).tolist():
+            cleared = rank_of[layer_of == m]
+            index = np.searchsorted(by_layer[m], end[cleared], "right")
+            next_mark[cleared, m] = np.append(by_layer[m], math.inf)[index]
+
+
+def _chosen(marks: np.ndarray, partner: np.ndarray, limit: int) -> np.ndarray:
+    """Per rank, the layers its pair exchanges (`pdasgd.gossip.chosen_layers`): either side's marks, output
+    layer first, at most `limit` (0: all); nothing for a rank without a partner."""
+    paired = partner >= 0
+    either = marks | marks[np.where(paired, partner, np.arange(len(partner)))]
+    either &= paired[:, None]
+    if limit:
+        from_output = np.cumsum(either[:, ::-1], axis=1)[:, ::-1]
+        either &= from_output <= limit
+    return either
+
+
+def rank_timeline(scenario: Scenario, schedule: GossipSchedule, rank: int) -> Timeline:
+    """Rank `rank`'s rows: the local schedule's, moved to the rank's workers and batch ids, then its
+    communicator's."""
+    local = fast.schedule_timeline(schedule.local)
+    local_workers = len(scenario.definition.local_names(scenario.workers))
+    local.worker += rank * local_workers
+    local.batch = rank + schedule.ranks * local.batch
+    comm = schedule.comm
+    part = comm.of(rank)
+    n = part.stop - part.start
+    comm_worker = len(scenario.worker_names()) + rank
+    is_mix = comm.op[part] == MIX
+    rows = Timeline(
+        np.full(n, comm_worker, dtype=np.int64),
+        comm.op[part],
+        np.full(n, -1, dtype=np.int64),
+        comm.layer[part],
+        comm.start_s[part],
+        comm.end_s[part],
+        np.where(is_mix, comm.end_s[part], math.nan),
+        np.full(n, -1, dtype=np.int64),
+    )
+    return Timeline.concatenate([local, rows])
+
+
+def timeline(scenario: Scenario, schedule: GossipSchedule) -> Timeline:
+    """Every rank's rows, rank by rank (the trace's records; small runs only)."""
+    return Timeline.concatenate([rank_timeline(scenario, schedule, r) for r in range(schedule.ranks)])
+
+
+def summary(
+    scenario: Scenario,
+    schedule: GossipSchedule,
+    meta: dict,
+    sizes: tuple[np.ndarray, np.ndarray],
+    tie_s: float,
+    groups: np.ndarray,
+    devices: list[str],
+    progress: ProgressBar | None = None,
+) -> Summary:
+    """What `pdasgd.metrics.summarize` says of the ranks' trace, one rank's rows at a time; `groups` and
+    `devices` are the parameter copy and device of every worker with spans (`simulator.engine`);
+    `progress` is ticked once per batch summarised."""
+    ranks, local = schedule.ranks, fast.schedule_timeline(schedule.local)
+    layers, local_batches = len(schedule.local.offsets.forward_start), schedule.local.batches
+    comm = schedule.comm
+    first_s = min(float(local.start_s.min()), float(comm.start_s.min(initial=math.inf)))
+    makespan = max(float(local.end_s.max()), float(comm.end_s.max(initial=-math.inf))) - first_s
+    done_s = np.tile(local.completion_s(local_batches), ranks)
+    stale = _RankStaleness(local, local_batches, layers, meta["warmup"], ranks)
+    intervals = []
+    for rank in range(ranks):
+        rows = rank_timeline(scenario, schedule, rank)
+        resolve_versions(rows, groups, layers, tie_s)
+        stale.add(rank, rows)
+        if sizes[0].any() or sizes[1].any():
+            intervals.append(timeline_intervals(rows, groups, *sizes, meta["batches"]))
+        if progress is not None:
+            progress.tick(local_batches)
+    memory = None
+    if intervals:
+        start, end, size = (np.concatenate(column) for column in zip(*intervals, strict=True))
+        memory = peak_bytes([(start, end, size, np.inf)], tie_s)
+    return build_summary(
+        {**meta, "accuracy": None},
+        batches=meta["batches"],
+        makespan=makespan,
+        per_batch_s=_steady_time_per_batch_s(done_s, meta["warmup"], first_s),
+        sequential_batch_s=meta["sequential_batch_s"],
+        staleness=stale.versions(),
+        time_staleness=stale.time_means(),
+        utilization_=_utilization(scenario, local, comm, meta["device_slots"], devices, makespan),
+        memory_peak_bytes=memory,
+    )
+
+
+class _RankStaleness:
+    """Each rank's version staleness (its mixes differ) and time staleness (the same on every rank), over
+    the steady batches (global id >= warmup), layer by layer."""
+
+    def __init__(self, local: Timeline, batches: int, layers: int, warmup: int, ranks: int) -> None:
+        self.n, self.layers, self.warmup, self.ranks = batches * layers, layers, warmup, ranks
+        read_s = local.start_s[: self.n].reshape(batches, layers)
+        update_end_s = local.end_s[2 * self.n : 3 * self.n].reshape(batches, layers)
+        self.time_s = update_end_s - read_s
+        self.local_ids = np.arange(batches)
+        self.sums = np.zeros(layers, dtype=np.int64)
+        self.counts = np.zeros(layers, dtype=np.int64)
+        self.maxima = np.zeros(layers, dtype=np.int64)
+        self.times: list[list[np.ndarray]] = [[] for _ in range(layers)]
+
+    def add(self, rank: int, rows: Timeline) -> None:
+        """Rank `rank`'s resolved rows (the local schedule's forward, backward, update blocks first)."""
+        read = rows.version[: self.n].reshape(-1, self.layers)
+        update = rows.version[2 * self.n : 3 * self.n].reshape(-1, self.layers)
+        steady = rank + self.ranks * self.local_ids >= self.warmup
+        versions = (update - read)[steady]
+        if not len(versions):
+            return
+        self.sums += versions.sum(axis=0)
+        self.counts += len(versions)
+        self.maxima = np.maximum(self.maxima, versions.max(axis=0))
+        for m in range(self.layers):
+            self.times[m].append(self.time_s[steady, m])
+
+    def versions(self) -> Staleness:
+        return Staleness.from_counts(self.sums.tolist(), self.counts.tolist(), self.maxima.tolist())
+
+    def time_means(self) -> list[float]:
+        return [
+            math.fsum(np.concatenate(parts).tolist()) / len(np.concatenate(parts)) if parts else 0.0
+            for parts in self.times
+        ]
+
+
+def _utilization(
+    scenario: Scenario, local: Timeline, comm: CommRows, slots: dict, devices: list[str], makespan: float
+) -> dict[str, float]:
+    """Busy fraction per device, as `pdasgd.metrics.utilization` sums it: a worker's device is busy the
+    same on every rank (each worker has a device of its own), a rank's network while it exchanges."""
+    busy = dict.fromkeys(slots, 0.0)
+    local_workers = len(scenario.definition.local_names(scenario.workers))
+    ranks = len(scenario.worker_names()) // local_workers
+    for worker in range(local_workers):
+        mine = (local.worker == worker) & (local.op != WAIT)
+        spans = np.column_stack([local.start_s[mine], local.end_s[mine]])
+        for rank in range(ranks):
+            device = devices[rank * local_workers + worker]
+            busy[device] = busy_slot_s(spans, slots.get(device, 1)) if len(spans) else 0.0
+    for rank in range(ranks if len(devices) > ranks * local_workers else 0):
+        part, device = comm.of(rank), devices[ranks * local_workers + rank]
+        working = comm.op[part] != WAIT
+        spans = np.column_stack([comm.start_s[part][working], comm.end_s[part][working]])
+        busy[device] = busy_slot_s(spans, slots.get(device, 1)) if len(spans) else 0.0
+    return {
+        device: busy[device] / (slots.get(device, 1) * makespan) if makespan > 0 else 0.0 for device in busy
+    }
