@@ -8,9 +8,14 @@
 2. Fast path: the same workers each on a device of its own (fixed times): `simulate_summary` on the fast path
    against the SimPy engine's `simulate` on the same scenario (and against `simulate` + `summarize`, which
    gives the same numbers); both summaries must agree. Target: >= 100x.
+3. Gossip at scale (--gossip): gossip-lu on 128 simulated ranks x (1F+2B) x 16 layers x 2,000 batches per
+   rank, `simulate_summary` on the gossip fast path (`simulator.fastgossip`), plain and with a slow link
+   (rank 0 waits 20 ms before each round). Target: <= 60 s. Beside it, 32 ranks x 100 batches on both
+   engines: the summaries must agree, and the ratio.
 
 Medians of --repeats runs, the ratios taken inside the same run. Usage:
     .venv/bin/python benchmarks/bench_simulator.py [--batches 10000] [--layers 50] [--repeats 5]
+    .venv/bin/python benchmarks/bench_simulator.py --skip-shared --skip-fast --gossip [--repeats 3]
 """
 
 from __future__ import annotations
@@ -156,6 +161,42 @@ def million(layers: int) -> None:
         )
 
 
+def gossip_scenario(ranks: int, per_rank: int, slow_link: bool = False) -> Scenario:
+    data = {
+        "name": "bench-gossip",
+        "method": "gossip-lu",
+        "model": {"layers": 16, "forward_s": 0.016, "beta": 2.0, "param_bytes": 4_000_000},
+        "workers": {"forward": 1, "backward": 2, "replicas": ranks, "max_in_flight": 4},
+        "delays": {"allreduce_s": 0.0001, "allreduce_bytes_per_s": 1e10},
+        "run": {"batches": ranks * per_rank, "warmup": ranks * 10},
+    }
+    if slow_link:
+        data["delays"]["comm"] = [{"rank": 0, "extra_s": 0.02}]
+    return parse_scenario(data)
+
+
+def gossip(repeats: int) -> None:
+    print("gossip-lu at scale: 1F+2B per rank, 16 layers, 4 MB per layer, fast path (simulator.fastgossip)")
+    for slow_link in (False, True):
+        sc = gossip_scenario(128, 2000, slow_link)
+        seconds = []
+        for _ in range(repeats):
+            elapsed, result = timed(simulate_summary, sc, engine="fast", progress=False)
+            seconds.append(elapsed)
+        label = "128 x 2,000, slow link" if slow_link else "128 x 2,000"
+        _report(label, seconds, "s", digits=2, note="target <= 60 s")
+        print(
+            f"  {'':<23} {result.throughput_batches_per_s:.1f} batches/s, staleness mean "
+            f"{result.staleness.mean:.4f}, memory peak {result.memory_peak_bytes}"
+        )
+    sc = gossip_scenario(32, 100)
+    simpy_s, slow = timed(simulate_summary, sc, engine="simpy", progress=False)
+    fast_s, quick = timed(simulate_summary, sc, engine="fast", progress=False)
+    print(f"  32 x 100 on both engines: summaries agree {_same_summary(slow.to_dict(), quick.to_dict())}")
+    ratio = simpy_s / fast_s
+    print(f"  {'SimPy simulate_summary':<23} {simpy_s:.2f} s, fast path {fast_s:.3f} s: {ratio:.0f}x")
+
+
 def _report(label: str, values: list[float], unit: str, digits: int = 3, note: str = "") -> None:
     every = ", ".join(f"{v:.{digits}f}" for v in values)
     median = statistics.median(values)
@@ -170,6 +211,7 @@ def main() -> None:
     parser.add_argument("--skip-shared", action="store_true", help="skip the shared-device comparison")
     parser.add_argument("--skip-fast", action="store_true", help="skip the fast-path comparison")
     parser.add_argument("--million", action="store_true", help="also time the fast path on 10^6 batches")
+    parser.add_argument("--gossip", action="store_true", help="also time gossip on 128 simulated ranks")
     args = parser.parse_args()
     if not args.skip_shared:
         shared_devices(args.batches, args.layers, args.repeats)
@@ -177,6 +219,8 @@ def main() -> None:
         fast_path(args.batches, args.layers, args.repeats)
     if args.million:
         million(args.layers)
+    if args.gossip:
+        gossip(args.repeats)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """simulate(scenario) -> Trace: pick an engine, run it, resolve versions and memory, build the trace.
 
 Two engines give the same schedule where both apply: the SimPy model (every method, shared devices, jitter,
-stragglers) and the fast path (fixed-time sequential / async-lu / async-bu with a device per worker;
-`simulator.fast`). `engine="auto"` takes the fast path whenever it is valid. `simulate_summary` returns what
+stragglers) and the fast path (fixed-time sequential / async-lu / async-bu with a device per worker,
+`simulator.fast`; gossip-lu / gossip-bu in exchange mode the same way, `simulator.fastgossip`). `engine="auto"` takes the fast path whenever it is valid. `simulate_summary` returns what
 `pdasgd.metrics.summarize(simulate(scenario))` would, without building spans on the fast path, so it stays
 cheap for 10^6 batches.
 

@@ -32,6 +32,7 @@ from simulator.progress import ProgressBar
 from simulator.ranks import Collectives, RankState, gradient_allreduce
 from simulator.records import OP_CODES, WAIT, Timeline
 from simulator.resources import Barrier, BatchQueue, Device, Window
+from theory import ties
 
 NAN = math.nan
 COST_OF = {FORWARD: "forward_s", BACKWARD: "backward_s", UPDATE: "update_s"}
@@ -106,19 +107,19 @@ class Engine:
         # a rank trains every R-th batch, so its window reaches R x max_in_flight batch ids back
         self.window = Window(self.env, scenario.workers.max_in_flight * self.rank_count, self.batches)
         self.local_count = len(self.method.local_names(scenario.workers))
+        sequential_s = sum(layer.forward_s + layer.backward_s + layer.update_s for layer in self.layers)
+        self.tie_s = ties.tie_s(sequential_s)  # the instants gossip's marks treat as one (theory.ties)
         if self.method.ranks:
             self.collectives = Collectives(self.env, self.rank_count)
             first_comm = len(self.worker_names)
             self.rank_states = [RankState(self, r, first_comm + r) for r in range(self.rank_count)]
             param_bytes = [layer.param_bytes for layer in self.layers]
             self.buckets = ddp_buckets(param_bytes, scenario.distributed.bucket_bytes)
-        # gossip: per worker, the marks of its rank (layers updated since the rank last sent them)
-        self.marks: list[set[int]] | None = None
+        # gossip: per worker, its rank, whose marks its updates set (layers updated since last sent)
+        self.marks: list[RankState] | None = None
         self.gossip_board: dict[int, list] = {}  # round -> each rank's (finished, marks), then reads
         if self.method.gossip and self.rank_count > 1:
-            self.marks = [
-                self.rank_states[w // self.local_count].marked for w in range(len(self.worker_names))
-            ]
+            self.marks = [self.rank_states[w // self.local_count] for w in range(len(self.worker_names))]
         self.plans: list[Plan] = []
         self.calls: list[tuple[int, int, int]] = []  # (worker, batch, plan id) per `steps` call
         self.times: list[float] = []  # start, end of every step, call after call
@@ -196,7 +197,7 @@ class Engine:
             add(env.now)
 
     def _marking_steps(
-        self, device: Device, plan: Plan, times: Sequence[float], add, marks: set[int]
+        self, device: Device, plan: Plan, times: Sequence[float], add, rank: RankState
     ) -> Generator:
         """The steps of a gossiping rank: as `steps`, and each update marks its layer when it ends."""
         env, update = self.env, OP_CODES[UPDATE]
@@ -216,7 +217,7 @@ class Engine:
             add(start)
             add(env.now)
             if op == update:
-                marks.add(layer)
+                rank.mark(layer, env.now)
 
     def synchronize(self, worker: int, barrier: Barrier | None) -> Generator:
         """Wait for every party of `barrier` (a `wait` span), then one all-reduce (an `allreduce` span)."""

@@ -43,6 +43,7 @@ from simulator.fastsummary import _steady_time_per_batch_s
 from simulator.memory import peak_bytes, timeline_intervals
 from simulator.progress import ProgressBar
 from simulator.records import MIX, WAIT, Timeline, resolve_versions
+from theory import ties
 
 MODES = ("exchange", "none")
 
@@ -130,6 +131,8 @@ def exchange_rounds(
     delay_s = np.array([delays.comm_delay_s(r) for r in range(ranks)])
     delayed = delay_s > 0
     every_s, limit = settings.gossip_every_s, settings.gossip_layers
+    layers = scenario.model.layers
+    tie_s = ties.tie_s(sum(layer.forward_s + layer.backward_s + layer.update_s for layer in layers))
     finished_s = float(local.end_s.max())  # every rank finishes its last batch then
     done_s, ticked = np.sort(local.end_s), 0
     next_mark = np.repeat(by_layer[:, :1].T, ranks, axis=0)  # (R, M): first update end after the last clear
@@ -149,13 +152,14 @@ def exchange_rounds(
         rows.add(everyone[delayed], WAIT, -1, start[delayed], arrival[delayed])
         if delays.allreduce_s > 0:
             arrival = arrival + delays.allreduce_cost_s(0)
-        marks = next_mark <= arrival[:, None]
+        before = arrival - tie_s  # an update at the arrival's instant waits for the next round
+        marks = next_mark < before[:, None]
         gathered = float(arrival.max())
         if progress is not None:
             done = ranks * int(np.searchsorted(done_s, gathered, "right"))
             progress.tick(done - ticked)
             ticked = done
-        if finished_s <= float(arrival.min()):
+        if finished_s < float(before.min()):
             return rows.columns(round_index)
         partner = np.array(partners(seed, round_index, ranks))
         round_index += 1
@@ -170,7 +174,7 @@ def exchange_rounds(
         rows.add(rank_of, MIX, layer_of, np.full(len(rank_of), gathered), end[rank_of])
         for m in np.unique(layer_of).tolist():
             cleared = rank_of[layer_of == m]
-            index = np.searchsorted(by_layer[m], end[cleared], "right")
+            index = np.searchsorted(by_layer[m], end[cleared] + tie_s, "right")  # same instant: sent
             next_mark[cleared, m] = np.append(by_layer[m], math.inf)[index]
 
 

@@ -68,7 +68,10 @@ class RankState:
         self.delay_s = engine.scenario.delays.comm_delay_s(rank)
         self.comm_free_s = 0.0  # when the communicator has finished its last op
         self.finished = 0
-        self.marked: set[int] = set()  # gossip: layers updated since the rank last sent them
+        self.marked: dict[int, float] = {}  # gossip: layer -> its first update since the rank last sent it
+        self.cleared_s: dict[int, float] = {}  # gossip: layer -> when its marks were last cleared
+        self.finished_s = math.inf  # when the rank's last batch finished
+        self.tie_s = engine.tie_s
         self.last_gossip_s = -math.inf  # gossip: when its last round (push) started
         self._waiting: dict[int, Event] = {}  # finished count -> event
         self._gate: Event | None = None  # blocking averaging: closed while a round is due or running
@@ -80,11 +83,34 @@ class RankState:
 
     def finish(self) -> None:
         self.finished += 1
+        if self.finished == self.engine.batches // self.engine.rank_count:
+            self.finished_s = self.engine.env.now
         if self.blocking and self.finished in self.round_counts and self._gate is None:
             self._gate = Event(self.engine.env)  # closed at once: no worker of the rank starts another
         event = self._waiting.pop(self.finished, None)
         if event is not None:
             event.succeed()
+
+    def mark(self, layer: int, now_s: float) -> None:
+        """Gossip: an update of `layer` ended now; one at the instant its marks were cleared (within tie_s)
+        went with them."""
+        if layer not in self.marked and now_s > self.cleared_s.get(layer, -math.inf) + self.tie_s:
+            self.marked[layer] = now_s
+
+    def marks_before(self, now_s: float) -> frozenset[int]:
+        """Gossip: the layers marked before this instant (an update at the same instant, within tie_s, is
+        not in them: SimPy may not have run it yet)."""
+        return frozenset(m for m, at_s in self.marked.items() if at_s < now_s - self.tie_s)
+
+    def finished_before(self, now_s: float) -> bool:
+        """Gossip: whether the rank's last batch finished before this instant (the same tie rule)."""
+        return self.finished_s < now_s - self.tie_s
+
+    def clear(self, layers, now_s: float) -> None:
+        """Gossip: the marks of `layers` are sent; an update at this same instant is counted as sent."""
+        for layer in layers:
+            self.marked.pop(layer, None)
+            self.cleared_s[layer] = now_s
 
     def reached(self, count: int) -> Event | None:
         """An event for the moment `count` batches of this rank have finished (None: they have)."""
@@ -148,12 +174,11 @@ def averaging_communicator(engine: Engine, state: RankState) -> Generator:
 def gossip_communicator(engine: Engine, state: RankState) -> Generator:
     """The gossip rounds of one rank (`pdasgd.gossip`, as `executor.gossip` runs them): the rank's delay
     (a `wait` span), the modelled latency, the all-gather of every rank's marks and whether it has
-    finished; then with a partner and chosen layers the exchange, `delays.allreduce_cost_s(bytes)` long, at
+    finished (both as of before the arrival's instant: the tie rule of docs/design.md); then with a partner and chosen layers the exchange, `delays.allreduce_cost_s(bytes)` long, at
     whose end the marks are cleared and each layer is mixed (a `mix` row: a version); rounds without any
     marks rest `IDLE_S`. The rounds end once every rank has finished."""
     env, delays, ranks = engine.env, engine.scenario.delays, engine.rank_count
     settings = engine.scenario.distributed
-    local = engine.batches // ranks
     board = engine.gossip_board
     round_index = 0
     while True:
@@ -165,7 +190,7 @@ def gossip_communicator(engine: Engine, state: RankState) -> Generator:
         if delays.allreduce_s > 0:
             yield Timeout(env, delays.allreduce_cost_s(0))
         messages = board.setdefault(round_index, [None] * ranks + [0, None])  # ranks' parts, reads, matching
-        messages[state.rank] = (state.finished >= local, frozenset(state.marked))
+        messages[state.rank] = (state.finished_before(env.now), state.marks_before(env.now))
         yield engine.collectives.arrive(("gossip", round_index), env.now, 0.0)
         messages[ranks] += 1
         if messages[ranks] == ranks:
@@ -186,7 +211,7 @@ def gossip_communicator(engine: Engine, state: RankState) -> Generator:
             continue
         at = env.now
         yield Timeout(env, delays.allreduce_cost_s(sum(engine.layers[m].param_bytes for m in chosen)))
-        state.marked.difference_update(chosen)
+        state.clear(chosen, env.now)
         for m in chosen:
             engine.rows.append((state.comm_worker, MIX, -1, m, at, env.now, env.now))
 
@@ -215,7 +240,7 @@ def push_communicator(engine: Engine, state: RankState) -> Generator:
             engine.rows.append((state.comm_worker, WAIT, -1, -1, start, env.now, math.nan))
         chosen = chosen_layers(state.marked, (), settings.gossip_layers)
         yield Timeout(env, delays.allreduce_cost_s(sum(engine.layers[m].param_bytes for m in chosen)))
-        state.marked.difference_update(chosen)
+        state.clear(chosen, env.now)
         receiver = engine.rank_states[push_target(seed, state.rank, pushes, ranks)].comm_worker
         pushes += 1
         for m in chosen:
