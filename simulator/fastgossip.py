@@ -12,8 +12,8 @@ at T_k = the latest arrival. `exchange_rounds` runs them for all ranks at once w
     start_r   = end of rank r's previous round (T + IDLE_S, T, or T + its exchange's cost)
     paced_r   = max(start_r, last_r + gossip_every_s)                    (a `wait` span when it waits)
     arrival_r = paced_r + comm delay_r (a `wait` span) + allreduce_cost_s(0)
-    marks_r   = layers whose next update after their last clear ends by arrival_r
-    T         = max over ranks of arrival_r; the rounds end when every rank had finished at its arrival
+    marks_r   = layers whose first update since their last clear ended before arrival_r's instant
+    T         = max over ranks of arrival_r; the rounds end when every rank had finished before its arrival
 
 then `partners(seed, k, R)`, `chosen_layers` and an exchange of `allreduce_cost_s(bytes)` from T, at whose
 end the pair's chosen marks clear and each chosen layer gets a `mix` row. gossip_mode "none" has no rounds.
@@ -22,9 +22,10 @@ Push mode, or anything that makes ranks' pipelines differ, stays on SimPy (`prob
 A rank's rows are then the local schedule's (workers and batch ids moved to the rank) plus its `wait` and
 `mix` rows, and versions, staleness and memory are resolved per rank by the same code as for SimPy's
 records (`simulator.records`, `simulator.memory`): a rank's parameter copy is its own group. `summary`
-streams the ranks one at a time, so 128 ranks x 2,000 batches x 16 layers need no trace. Where an update
-ends at the very instant of a round's arrival or an exchange's end, SimPy's event order decides whether it
-is in that round's marks; here it is in them, and a mark set at the exchange's end instant is cleared.
+streams the ranks one at a time, so 128 ranks x 2,000 batches x 16 layers need no trace. Both engines
+follow the tie rule of docs/design.md for marks (an update at the instant of a rank's arrival waits for the
+next round; one at the instant of an exchange's end is cleared with it), so SimPy's event order never
+decides, and the two agree span for span (tests/test_gossip.py).
 """
 
 from __future__ import annotations
@@ -51,12 +52,10 @@ MODES = ("exchange", "none")
 def problem(scenario: Scenario) -> str | None:
     """Why this gossip scenario's schedule cannot be computed here exactly; None when it can."""
     assert scenario.model is not None
-    definition, workers = scenario.definition, scenario.workers
-    mode = scenario.distributed.gossip_mode
+    workers, mode = scenario.workers, scenario.distributed.gossip_mode
     if mode not in MODES:
         return f"gossip_mode {mode}: only {' and '.join(MODES)} have rounds in step"
-    local = dataclasses.replace(definition, ranks=False, gossip=False)
-    if fixed_shape(local, workers, len(scenario.model.layers)) != DECOUPLED:
+    if fixed_shape(fast.local_definition(scenario), workers, len(scenario.model.layers)) != DECOUPLED:
         return f"method {scenario.method}: a rank's pipeline has no fixed-time recursion"
     return fast.timing_problem(scenario)
 
@@ -190,12 +189,14 @@ def _chosen(marks: np.ndarray, partner: np.ndarray, limit: int) -> np.ndarray:
     return either
 
 
-def rank_timeline(scenario: Scenario, schedule: GossipSchedule, rank: int) -> Timeline:
-    """Rank `rank`'s rows: the local schedule's, moved to the rank's workers and batch ids, then its
-    communicator's."""
-    local = fast.schedule_timeline(schedule.local)
+def rank_timeline(
+    scenario: Scenario, schedule: GossipSchedule, rank: int, local: Timeline | None = None
+) -> Timeline:
+    """Rank `rank`'s rows: the local schedule's (`local`, its timeline, if already built), moved to the
+    rank's workers and batch ids, then its communicator's."""
+    local = dataclasses.replace(local) if local is not None else fast.schedule_timeline(schedule.local)
     local_workers = len(scenario.definition.local_names(scenario.workers))
-    local.worker += rank * local_workers
+    local.worker = local.worker + rank * local_workers
     local.batch = rank + schedule.ranks * local.batch
     comm = schedule.comm
     part = comm.of(rank)
@@ -217,7 +218,8 @@ def rank_timeline(scenario: Scenario, schedule: GossipSchedule, rank: int) -> Ti
 
 def timeline(scenario: Scenario, schedule: GossipSchedule) -> Timeline:
     """Every rank's rows, rank by rank (the trace's records; small runs only)."""
-    return Timeline.concatenate([rank_timeline(scenario, schedule, r) for r in range(schedule.ranks)])
+    local = fast.schedule_timeline(schedule.local)
+    return Timeline.concatenate([rank_timeline(scenario, schedule, r, local) for r in range(schedule.ranks)])
 
 
 def summary(
@@ -242,7 +244,7 @@ def summary(
     stale = _RankStaleness(local, local_batches, layers, meta["warmup"], ranks)
     intervals = []
     for rank in range(ranks):
-        rows = rank_timeline(scenario, schedule, rank)
+        rows = rank_timeline(scenario, schedule, rank, local)
         resolve_versions(rows, groups, layers, tie_s)
         stale.add(rank, rows)
         if sizes[0].any() or sizes[1].any():

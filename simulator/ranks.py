@@ -174,9 +174,10 @@ def averaging_communicator(engine: Engine, state: RankState) -> Generator:
 def gossip_communicator(engine: Engine, state: RankState) -> Generator:
     """The gossip rounds of one rank (`pdasgd.gossip`, as `executor.gossip` runs them): the rank's delay
     (a `wait` span), the modelled latency, the all-gather of every rank's marks and whether it has
-    finished (both as of before the arrival's instant: the tie rule of docs/design.md); then with a partner and chosen layers the exchange, `delays.allreduce_cost_s(bytes)` long, at
-    whose end the marks are cleared and each layer is mixed (a `mix` row: a version); rounds without any
-    marks rest `IDLE_S`. The rounds end once every rank has finished."""
+    finished (both as of before the arrival's instant: the tie rule of docs/design.md); then with a
+    partner and chosen layers the exchange, `delays.allreduce_cost_s(bytes)` long, at whose end the marks
+    are cleared and each layer is mixed (a `mix` row: a version); rounds without any marks rest `IDLE_S`.
+    The rounds end once every rank has finished."""
     env, delays, ranks = engine.env, engine.scenario.delays, engine.rank_count
     settings = engine.scenario.distributed
     board = engine.gossip_board
