@@ -189,8 +189,35 @@ def report(path: Path) -> str:
         f"{100 * statistics.median(cached):.1f}%"
         if repro and cached
         else "reproducibility: too few repeats",
+        _measurement_against_itself(rows),
     ]
     return "\n".join(lines)
+
+
+def _measurement_against_itself(rows: list[dict]) -> str:
+    """How often one repeat's measured throughput lies inside another repeat's measured interval (same
+    scenario): what a prediction equal to a real run would score on "inside the measured interval"."""
+    by_name: dict[str, list[dict]] = {}
+    for row in rows:
+        by_name.setdefault(row["name"], []).append(row)
+    pairs, inside, spreads = 0, 0, []
+    for repeats in by_name.values():
+        measured = [r["measured"] for r in repeats]
+        if len(measured) > 1:
+            spreads.append((max(measured) - min(measured)) / statistics.median(measured))
+        for i, row in enumerate(repeats):
+            interval = row["throughput_intervals"]["measured"]
+            others = measured[:i] + measured[i + 1 :]
+            pairs += len(others)
+            inside += sum(interval["low"] <= value <= interval["high"] for value in others)
+    if not pairs:
+        return "the measurement against itself: too few repeats"
+    return (
+        f"the measurement against itself: another repeat's measured throughput inside a run's measured "
+        f"interval in {100 * inside / pairs:.0f}% of {pairs} pairs; same-scenario measured spread "
+        f"(max - min) / median: median {100 * statistics.median(spreads):.1f}%, 90th "
+        f"{100 * percentile(spreads, 0.9):.1f}%"
+    )
 
 
 def main() -> None:
