@@ -43,7 +43,7 @@ from executor.links import Stopped, check, sleep
 from executor.params import VersionedLayer
 from executor.timing import CpuClock, SpanLog, waited
 from executor.world import World
-from pdasgd.gossip import IDLE_S, chosen_layers, message, partners, push_target, read_message
+from pdasgd.gossip import IDLE_S, chosen_layers, message, mix_records, partners, push_target, read_message
 from pdasgd.ranks import COMM, NETWORK
 from pdasgd.scenario import Scenario
 
@@ -85,6 +85,7 @@ class Gossiper:
         self.finished = threading.Event()
         self.error: BaseException | None = None
         self.rounds = self.exchanges = self.mixes = 0
+        self.records: list[tuple[int, ...]] = []  # exchange mode: MIX_RECORD rows (pdasgd.gossip)
         self.next_sample_s = self.every_s
         self.samples_s: list[float] = []
         self.samples: list[list[float]] = []
@@ -112,6 +113,8 @@ class Gossiper:
     def info(self) -> dict[str, Any]:
         data: dict[str, Any] = {"gossip_rounds": self.rounds, "gossip_exchanges": self.exchanges}
         data["gossip_mixes"] = self.mixes
+        if self.records:
+            data["mix_records"] = mix_records(self.records)
         if self.world.rank == 0 and self.samples:
             data["consensus_distance"] = {"times_s": self.samples_s, "per_layer": self.samples}
         return data
@@ -165,7 +168,7 @@ class Gossiper:
         if partner >= 0:
             chosen = chosen_layers(states[self.world.rank][2], states[partner][2], self.limit)
             if chosen:
-                self._exchange(chosen, partner)
+                self._exchange(chosen, partner, round_index)
         return True
 
     def _pace(self) -> None:
@@ -179,24 +182,31 @@ class Gossiper:
             self.log.add("wait", None, None, start, self.clock.stamp())
         self.last_start_s = self.clock.now_s()
 
-    def _exchange(self, chosen: list[int], partner: int) -> None:
+    def _exchange(self, chosen: list[int], partner: int, round_index: int) -> None:
         stamp = self.clock.stamp
         at = stamp()
-        snapshot, flat = self._take(chosen)
+        numbers, snapshot, flat = self._take(chosen)
         theirs = torch.empty_like(flat)
         self.group.exchange(flat, theirs, partner)
-        self._mix(chosen, theirs.sub_(flat).mul_(self.weight), snapshot, at)
+        befores = self._mix(chosen, theirs.sub_(flat).mul_(self.weight), snapshot, at)
+        rank = self.world.rank
+        for m, before, number in zip(chosen, befores, numbers, strict=True):
+            self.records.append((rank, m, before, number, round_index, partner))
         self.exchanges += 1
 
-    def _take(self, chosen: list[int]) -> tuple[list, torch.Tensor]:
+    def _take(self, chosen: list[int]) -> tuple[list[int], list, torch.Tensor]:
         """What sending `chosen` costs: the modelled cost of their bytes slept, their marks cleared, their
-        latest tensors copied (snapshot and flat)."""
+        latest tensors copied (their version numbers, snapshot and flat)."""
         cost_s = self.delays.allreduce_cost_s(sum(self.layer_bytes[m] for m in chosen))
         if cost_s > 0:
             sleep(cost_s, self.stop)
         with self._lock:
             self.marked.difference_update(chosen)
-        return snapshot_flat([self.layers[m] for m in chosen], self.device)
+        taken = [self.layers[m].copy_tensors() for m in chosen]
+        snapshot = [tensors for _, tensors in taken]
+        flat = torch.cat([t.reshape(-1) for tensors in snapshot for t in tensors])
+        flat = flat if self.device is None else flat.to(self.device)
+        return [number for number, _ in taken], snapshot, flat
 
     def _push_until_done(self) -> None:
         """Push mode (module docstring): push marked layers until the rank has finished and sent its last
@@ -232,7 +242,7 @@ class Gossiper:
             self.log.add("wait", None, None, start, stamp())
         with self._lock:
             chosen = chosen_layers(self.marked, (), self.limit)
-        _, flat = self._take(chosen)
+        _, _, flat = self._take(chosen)
         header = torch.tensor(message(False, False, chosen, len(self.layers)), device=self.device)
         target = push_target(self.seed, self.world.rank, self.exchanges, self.world.size)
         self.world.push.send(header, target, tag=0)
@@ -262,13 +272,17 @@ class Gossiper:
             if not self.stop.is_set():
                 self.on_error(COMM, error)
 
-    def _mix(self, chosen: list[int], delta: torch.Tensor, snapshot: list, at: Any) -> None:
-        """Mix `delta` (flat, `chosen`'s layers in order) into the layers, each a new version and a span."""
+    def _mix(self, chosen: list[int], delta: torch.Tensor, snapshot: list, at: Any) -> list[int]:
+        """Mix `delta` (flat, `chosen`'s layers in order) into the layers, each a new version and a span;
+        returns the versions just before the mixes."""
+        befores = []
         for m, deltas in zip(chosen, split_like(delta, snapshot), strict=True):
             local = [d.to(self.layers[m].latest.tensors[0].device) for d in deltas]
             _, before, end = self.layers[m].mix(local, self.clock.stamp)
             self.log.add("mix", None, m, at, end, before)
+            befores.append(before)
         self.mixes += len(chosen)
+        return befores
 
     def _sample(self) -> None:
         """Consensus distance (module docstring): two all-reduces, every rank; rank 0 keeps the sample."""

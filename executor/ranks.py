@@ -158,6 +158,9 @@ def _merged(result, gathered: list):
     offsets = [origin - trace.info["clock_start_s"] for trace, origin in gathered]
     bounds = [trace.info.get("clock_offset_bound_s", 0.0) for trace in traces]
     info = {"rank": 0, "clock_offsets_s": offsets, "clock_offset_bounds_s": bounds}
+    records = [trace.info["mix_records"] for trace in traces if "mix_records" in trace.info]
+    if records:  # every rank's (pdasgd.gossip): replay joins each mix to its partner's
+        info["mix_records"] = {name: [v for part in records for v in part[name]] for name in records[0]}
     result.trace = merge_traces(traces, origins, info)
     from pdasgd import metrics
 

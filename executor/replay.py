@@ -14,7 +14,12 @@ device by running those events one at a time, whatever schedule, engine or hardw
 Methods with one shared parameter copy replay as they are (sequential, async-lu, async-bu, hogwild). ddp's
 ranks hold copies that stay equal, since every update applies the all-reduced mean gradient: its replay
 keeps one copy and makes each step's updates of a layer one update with the mean of the step's batches'
-gradients. lapsgd and lppsgd, whose copies differ between averaging rounds, are refused.
+gradients. Gossip (gossip-lu, gossip-bu in exchange mode) keeps a copy per rank, each with its own versions
+and momentum: a `mix` span is an event too, `latest += w (partner's snapshot - own snapshot)` as a new
+version, the snapshots named by the trace's mix records (`pdasgd.gossip`); after the last event the copies
+are averaged as the executor's final all-reduce does, and `parameters` are rank 0's. The accuracy during
+the run is that of the copies' mean. lapsgd and lppsgd, whose averaging rounds are not versions, and push
+gossip, whose receiver's snapshot the trace does not record, are refused.
 
 Events run in the trace's time order; where ties leave that order open (zero-cost ops in a simulated
 trace), an event waits until what it needs has happened: the version it reads exists, its batch's previous
@@ -47,26 +52,40 @@ from executor.blocks import Replica, backward_block, block_input, loss_of, owned
 from executor.data import evaluate
 from executor.params import VersionedLayer
 from executor.setup import make_setup
-from pdasgd.methods import BACKWARD, FORWARD, UPDATE, lookup
+from pdasgd.gossip import paired_mixes
+from pdasgd.methods import BACKWARD, FORWARD, UPDATE, lookup, split_rank
 from pdasgd.scenario import Scenario
 from pdasgd.trace import Trace, TraceError
 
 EVAL_POINTS = 20
-KIND_ORDER = {UPDATE: 0, FORWARD: 1, BACKWARD: 2}  # at one instant: publish first, then read (the tie rule)
+MIX = "mix"
+# at one instant: publish first, then read (the tie rule)
+KIND_ORDER = {UPDATE: 0, MIX: 0, FORWARD: 1, BACKWARD: 2}
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What a gossip mix reads: its own snapshot, and the partner's copy and snapshot."""
+
+    snapshot: int
+    partner: int
+    partner_snapshot: int
 
 
 @dataclass(frozen=True)
 class Event:
     time_s: float
     kind: str
-    batch: int
+    batch: int  # -1 for a mix
     layer: int
-    version: int  # forward: the version read; update: the version before it; backward: unused
+    version: int  # forward: the version read; update, mix: the version before it; backward: unused
     group: tuple[int, ...] = ()  # a synchronous step's update: every batch whose gradient it averages
+    copy: int = 0  # the parameter copy (gossip: the rank)
+    mix: Mix | None = None
 
     @property
     def key(self) -> tuple:
-        return (self.time_s, KIND_ORDER[self.kind], self.batch, self.layer)
+        return (self.time_s, KIND_ORDER[self.kind], self.batch, self.layer, self.copy)
 
 
 @dataclass(frozen=True)
@@ -131,16 +150,44 @@ def events_of(trace: Trace) -> list[Event]:
     missing what a replay needs). For synchronous data parallel (ddp), whose ranks' copies are equal at
     every step, the ranks' updates of a layer at one step (one version) are one update with the mean of
     their batches' gradients, as DistributedDataParallel's all-reduce gives every rank."""
+    gossip = lookup(trace.method).gossip
     found = []
     for span in trace.spans:
+        if gossip and span.op == MIX:
+            continue
         if span.op not in KIND_ORDER or span.batch is None or span.layer is None:
             continue
         if span.op != BACKWARD and span.version is None:
             raise TraceError(f"a {span.op} span of batch {span.batch}, layer {span.layer} has no version")
-        found.append(Event(span.start_s, span.op, span.batch, span.layer, span.version or 0))
+        copy = (split_rank(span.worker)[0] or 0) if gossip else 0
+        found.append(Event(span.start_s, span.op, span.batch, span.layer, span.version or 0, copy=copy))
     if lookup(trace.method).synchronous:
         found = _one_update_per_step(found)
+    if gossip:
+        found += _mix_events(trace)
     return sorted(found, key=lambda event: event.key)
+
+
+def _mix_events(trace: Trace) -> list[Event]:
+    """Gossip: every `mix` span as an event at its end (when the executor published it), joined to its
+    records (pdasgd.gossip)."""
+    spans = [span for span in trace.spans if span.op == MIX]
+    if not spans:
+        return []
+    if "mix_records" not in trace.info:
+        raise TraceError("replay: the trace's mixes have no mix records (push mode, or an older trace)")
+    try:
+        paired = paired_mixes(trace.info["mix_records"])
+    except ValueError as error:
+        raise TraceError(f"replay: {error}") from None
+    events = []
+    for span in spans:
+        rank = split_rank(span.worker)[0] or 0
+        record = paired.get((rank, span.layer, span.version))
+        if record is None:
+            raise TraceError(f"replay: the mix of rank {rank}, layer {span.layer} has no record")
+        events.append(Event(span.end_s, MIX, -1, span.layer, span.version, copy=rank, mix=Mix(*record)))
+    return events
 
 
 def _one_update_per_step(events: list[Event]) -> list[Event]:
@@ -160,14 +207,24 @@ def not_replayable(method: str) -> str:
     """Why a method's traces cannot be replayed (for the one-line refusals)."""
     return (
         f"{method} averages a parameter copy per rank every few batches; replay covers one shared copy "
-        "(sequential, async-lu, async-bu, hogwild) and synchronous ddp so far"
+        "(sequential, async-lu, async-bu, hogwild), synchronous ddp and exchange gossip so far"
     )
+
+
+def replay_problem(scenario: Scenario) -> str | None:
+    """Why `scenario`'s traces cannot be replayed; None when they can."""
+    if not scenario.definition.replayable:
+        return not_replayable(scenario.method)
+    if scenario.definition.gossip and scenario.distributed.gossip_mode == "push":
+        return "push gossip: the trace does not record the receiver's snapshot; use gossip_mode exchange"
+    return None
 
 
 def check_replayable(scenario: Scenario, trace: Trace) -> None:
     """TraceError unless `trace` can be replayed on `scenario`'s network."""
-    if not scenario.definition.replayable:
-        raise TraceError(f"replay: {not_replayable(scenario.method)}")
+    problem = replay_problem(scenario)
+    if problem:
+        raise TraceError(f"replay: {problem}")
     if trace.method != scenario.method:
         raise TraceError(
             f"replay: the trace is of {trace.method}, the scenario's method is {scenario.method}"
@@ -177,56 +234,66 @@ def check_replayable(scenario: Scenario, trace: Trace) -> None:
 
 
 class _Replayer:
-    """The replay's state: the network, every kept version, pending graphs and what has happened."""
+    """The replay's state: the network, every kept version of every copy, pending graphs and what has
+    happened. Versions are keyed (copy, layer); batch ids are unique across copies."""
 
-    def __init__(self, scenario: Scenario, events: list[Event], layers: int) -> None:
+    def __init__(self, scenario: Scenario, events: list[Event], layers: int, copies: int = 1) -> None:
         setup = make_setup(scenario)
         if len(setup.blocks) != layers:
             raise TraceError(f"replay: the trace has {layers} layers, the network {len(setup.blocks)} blocks")
         self.setup = setup
         self.replica = Replica(setup.blocks)
-        self.layers = [
-            VersionedLayer(list(block.parameters()), layer.sgd, in_place=False)
-            for block, layer in zip(setup.blocks, setup.layers, strict=True)
+        self.weight = scenario.distributed.gossip_mix
+        self.layers = [  # [copy][layer]; copies start equal, as the ranks do
+            [
+                VersionedLayer(_own(block, copy), layer.sgd, in_place=False)
+                for block, layer in zip(setup.blocks, setup.layers, strict=True)
+            ]
+            for copy in range(copies)
         ]
-        self.kept: list[dict[int, tuple[torch.Tensor, ...]]] = [
-            {0: layer.latest.tensors} for layer in self.layers
+        self.kept: list[list[dict[int, tuple[torch.Tensor, ...]]]] = [
+            [{0: layer.latest.tensors} for layer in mine] for mine in self.layers
         ]
         self.last_read = _last_reads(events)
         self.stream = _batches(setup)
         self.top = layers - 1
         self.inputs: dict[int, object] = {}  # batch -> activation going forward
         self.saved: dict[tuple[int, int], tuple] = {}  # (batch, layer) -> (input, leaves, output, version)
-        self.reading: dict[tuple[int, int], int] = defaultdict(int)  # (layer, version) -> pending graphs
+        self.reading: dict[tuple[int, int, int], int] = defaultdict(int)  # (copy, layer, version) -> graphs
         self.grad_in: dict[int, torch.Tensor | None] = {}  # batch -> gradient coming back
         self.grads: dict[tuple[int, int], tuple[list[torch.Tensor], list[bool]]] = {}
         self.done: set[tuple[str, int, int]] = set()
         self.losses: dict[int, float] = {}
-        self.peak_versions = layers
+        self.peak_versions = layers * copies
 
     def ready(self, event: Event) -> bool:
-        i, m = event.batch, event.layer
+        i, m, mine = event.batch, event.layer, self.layers[event.copy]
         if event.kind == FORWARD:
             previous = m == 0 or (FORWARD, i, m - 1) in self.done
-            return previous and event.version <= self.layers[m].latest.number
+            return previous and event.version <= mine[m].latest.number
         if event.kind == BACKWARD:
             return (FORWARD, i, self.top) in self.done and (
                 m == self.top or (BACKWARD, i, m + 1) in self.done
             )
+        if event.kind == MIX:
+            assert event.mix is not None
+            theirs = self.layers[event.mix.partner][m].latest.number
+            return mine[m].latest.number == event.version and event.mix.partner_snapshot <= theirs
         batches = event.group or (i,)
         done = all((BACKWARD, b, m) in self.done for b in batches)
-        return done and self.layers[m].latest.number == event.version
+        return done and mine[m].latest.number == event.version
 
     def run(self, event: Event, index: int) -> None:
-        {FORWARD: self.forward, BACKWARD: self.backward, UPDATE: self.update}[event.kind](event, index)
+        run = {FORWARD: self.forward, BACKWARD: self.backward, UPDATE: self.update, MIX: self.mix}
+        run[event.kind](event, index)
         self.done.add((event.kind, event.batch, event.layer))
 
     def forward(self, event: Event, index: int) -> None:
-        i, m = event.batch, event.layer
+        i, m, c = event.batch, event.layer, event.copy
         if m == 0:
             self.inputs[i] = self.stream(i)
         x, y = self.inputs[i]
-        tensors = self.kept[m].get(event.version)
+        tensors = self.kept[c][m].get(event.version)
         if tensors is None:
             raise TraceError(f"replay: batch {i} reads version {event.version} of layer {m}, gone already")
         x_in = block_input(x, m)
@@ -238,53 +305,90 @@ class _Replayer:
         else:
             self.inputs[i] = (out, y)
         self.saved[(i, m)] = (x_in, leaves, out, event.version)
-        self.reading[(m, event.version)] += 1
-        self._forget(m, index)
+        self.reading[(c, m, event.version)] += 1
+        self._forget(c, m, index)
 
     def backward(self, event: Event, _: int) -> None:
         i, m = event.batch, event.layer
         x_in, leaves, output, version = self.saved.pop((i, m))
         grads, self.grad_in[i] = backward_block(output, self.grad_in.get(i), leaves, x_in)
         self.grads[(i, m)] = (grads, owned(grads, self.grad_in[i]))
-        self.reading[(m, version)] -= 1
+        self.reading[(event.copy, m, version)] -= 1
         if m == 0:
             self.grad_in.pop(i, None)
 
     def update(self, event: Event, index: int) -> None:
-        m, layer = event.layer, self.layers[event.layer]
+        c, m = event.copy, event.layer
+        layer = self.layers[c][m]
         if event.group:  # a synchronous step: the mean of its batches' gradients, as DDP averages them
             parts = [self.grads.pop((b, m))[0] for b in event.group]
             grads, mine = [sum(p[k] for p in parts) / len(parts) for k in range(len(parts[0]))], None
         else:
             grads, mine = self.grads.pop((event.batch, m))
-        # in place when nothing will see the old tensors: no pending graph read them, no later forward will
+        # in place when nothing will see the old tensors: no pending graph read them, no later event will
         old = layer.latest.number
-        layer.in_place = not self.reading[(m, old)] and self.last_read.get((m, old), -1) <= index
+        layer.in_place = not self.reading[(c, m, old)] and self.last_read.get((c, m, old), -1) <= index
         new, _, _, _ = layer.apply(grads, owned=mine)
-        self.kept[m][new.number] = new.tensors
-        self._forget(m, index)
+        self.kept[c][m][new.number] = new.tensors
+        self._forget(c, m, index)
 
-    def _forget(self, m: int, index: int) -> None:
-        """Drop layer m's versions that no forward after event `index` reads (the latest always stays)."""
-        latest = self.layers[m].latest.number
-        for number in [n for n in self.kept[m] if n != latest and self.last_read.get((m, n), -1) <= index]:
-            del self.kept[m][number]
-        self.peak_versions = max(self.peak_versions, sum(len(kept) for kept in self.kept))
+    def mix(self, event: Event, index: int) -> None:
+        """`latest += w (partner's snapshot - own snapshot)`, a new version (executor.gossip's arithmetic)."""
+        assert event.mix is not None
+        c, m, mix = event.copy, event.layer, event.mix
+        own, theirs = self.kept[c][m][mix.snapshot], self.kept[mix.partner][m][mix.partner_snapshot]
+        deltas = [(t - o).mul_(self.weight) for t, o in zip(theirs, own, strict=True)]
+        new, _, _ = self.layers[c][m].mix(deltas)
+        self.kept[c][m][new.number] = new.tensors
+        self._forget(c, m, index)
+        self._forget(mix.partner, m, index)
+
+    def average(self) -> None:
+        """The executor's last all-reduce (executor.averaging.average_copies): every copy's latest plus the
+        mean minus itself."""
+        copies = len(self.layers)
+        if copies < 2:
+            return
+        for m in range(len(self.layers[0])):
+            latest = [mine[m].latest.tensors for mine in self.layers]
+            for mine, tensors in zip(self.layers, latest, strict=True):
+                mean = [sum(parts[1:], parts[0]).div(copies) for parts in zip(*latest, strict=True)]
+                mine[m].shift([a.sub_(t) for a, t in zip(mean, tensors, strict=True)])
+
+    def _forget(self, c: int, m: int, index: int) -> None:
+        """Drop copy c's versions of layer m that no event after `index` reads (the latest always stays)."""
+        latest, kept = self.layers[c][m].latest.number, self.kept[c][m]
+        for number in [n for n in kept if n != latest and self.last_read.get((c, m, n), -1) <= index]:
+            del kept[number]
+        self.peak_versions = max(self.peak_versions, sum(len(k) for mine in self.kept for k in mine))
 
     def accuracy(self) -> float:
+        """Test accuracy of the copies' mean (of the one copy, without gossip)."""
         evaluator = Replica(self.setup.blocks)
-        for m, layer in enumerate(self.layers):
-            evaluator.load(m, layer.latest.tensors)
+        copies = len(self.layers)
+        for m in range(len(self.layers[0])):
+            latest = [mine[m].latest.tensors for mine in self.layers]
+            mean = [sum(parts[1:], parts[0]) / copies for parts in zip(*latest, strict=True)]
+            evaluator.load(m, tuple(mean) if copies > 1 else latest[0])
         dataset = self.setup.dataset
         return evaluate(evaluator.blocks, dataset.test_x, dataset.test_y)
 
 
-def _last_reads(events: list[Event]) -> dict[tuple[int, int], int]:
-    """(layer, version) -> index of the last forward event that reads it."""
-    last: dict[tuple[int, int], int] = {}
+def _own(block: torch.nn.Module, copy: int) -> list[torch.Tensor]:
+    """Copy 0 trains the block's own parameters; other copies start from clones of them."""
+    parameters = list(block.parameters())
+    return parameters if copy == 0 else [p.detach().clone() for p in parameters]
+
+
+def _last_reads(events: list[Event]) -> dict[tuple[int, int, int], int]:
+    """(copy, layer, version) -> index of the last event that reads it (a forward, or a mix's snapshots)."""
+    last: dict[tuple[int, int, int], int] = {}
     for index, event in enumerate(events):
         if event.kind == FORWARD:
-            last[(event.layer, event.version)] = index
+            last[(event.copy, event.layer, event.version)] = index
+        elif event.mix is not None:
+            last[(event.copy, event.layer, event.mix.snapshot)] = index
+            last[(event.mix.partner, event.layer, event.mix.partner_snapshot)] = index
     return last
 
 
@@ -338,7 +442,8 @@ def replay(
     torch.set_num_threads(scenario.train.threads_per_worker)  # as each executor worker: the same kernels
     started_s = time.perf_counter()
     events = events_of(trace)
-    state = _Replayer(scenario, events, trace.layers)
+    copies = scenario.definition.rank_count(scenario.workers) if scenario.definition.gossip else 1
+    state = _Replayer(scenario, events, trace.layers, copies)
     moments = eval_moments(trace, eval_points)
     curve, pending, next_moment = [], [], 0
     for index, event in enumerate(events):
@@ -356,6 +461,7 @@ def replay(
             f"replay: the trace's {stuck.kind} of batch {stuck.batch}, layer {stuck.layer} can never run "
             "(what it needs never happens): the trace is not a schedule"
         )
+    state.average()
     for batches, at_s in moments[next_moment:]:
         curve.append(CurvePoint(batches, at_s, state.accuracy()))
     finished = {batch: t for t, batch in completion_times(trace)}
@@ -366,7 +472,7 @@ def replay(
         batches=len(finished),
         curve=curve,
         losses=[(i, t, loss) for t, i, loss in losses],
-        parameters=[layer.latest.tensors for layer in state.layers],
+        parameters=[layer.latest.tensors for layer in state.layers[0]],
         buffers=list(state.setup.buffers),
         peak_versions=state.peak_versions,
         layers=trace.layers,

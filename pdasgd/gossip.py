@@ -40,6 +40,13 @@ That is `distributed.gossip_mode = "exchange"` (the default). Two other modes:
 - **none**: no gossip during the run: each rank's pipeline runs alone and the copies are averaged once at
   the end (what the ranks compute without communication).
 
+**Mix records** (exchange mode; what replay needs, `executor.replay`): a trace's `info["mix_records"]` has,
+per mix, the columns of `MIX_RECORD`: the rank, the layer, the version just before the mix (as its `mix`
+span says), the version of the rank's own snapshot that went into `theirs - mine`, the round and the
+partner. The partner's snapshot is the partner's record of the same round and layer (`paired_mixes`). The
+executor records what its snapshots held; the simulator mixes at the exchange's end, so its snapshot is the
+version just before the mix.
+
 Consensus distance (measured only): every `distributed.consensus_every_s` of rank 0's clock, per layer,
 the mean over ranks of ||theta_r - mean|| / ||mean||.
 """
@@ -73,6 +80,32 @@ def chosen_layers(mine: Iterable[int], theirs: Iterable[int], limit: int) -> lis
     """The layers a pair exchanges: marked by either, output layer first, at most `limit` (0: all)."""
     layers = sorted(set(mine) | set(theirs), reverse=True)
     return layers[:limit] if limit else layers
+
+
+MIX_RECORD = ("rank", "layer", "version", "snapshot", "round", "partner")
+
+
+def mix_records(rows: Iterable[Iterable[int]]) -> dict[str, list[int]]:
+    """`info["mix_records"]` (module docstring) from rows of `MIX_RECORD` values."""
+    columns: dict[str, list[int]] = {name: [] for name in MIX_RECORD}
+    for row in rows:
+        for name, value in zip(MIX_RECORD, row, strict=True):
+            columns[name].append(int(value))
+    return columns
+
+
+def paired_mixes(records: dict[str, list[int]]) -> dict[tuple[int, int, int], tuple[int, int, int]]:
+    """(rank, layer, version before the mix) -> (own snapshot, partner, partner's snapshot), each mix joined
+    to its partner's record of the same round and layer; ValueError if one has no twin."""
+    rows = list(zip(*(records[name] for name in MIX_RECORD), strict=True))
+    twin = {(r, layer, round_, partner): snapshot for r, layer, _, snapshot, round_, partner in rows}
+    paired = {}
+    for rank, layer, version, snapshot, round_, partner in rows:
+        other = twin.get((partner, layer, round_, rank))
+        if other is None:
+            raise ValueError(f"mix of rank {rank}, layer {layer}, round {round_}: rank {partner} has no twin")
+        paired[(rank, layer, version)] = (snapshot, partner, other)
+    return paired
 
 
 def message(finished: bool, sample: bool, marked: Iterable[int], layers: int) -> list[float]:

@@ -125,9 +125,10 @@ class Method:
 
     @property
     def replayable(self) -> bool:
-        """Whether a trace says all of the run's arithmetic (`executor.replay`): one shared copy, or copies
-        that stay equal. Averaging rounds are not versions, so a trace does not say which forwards saw one."""
-        return self.copies is Copies.SHARED or self.synchronous
+        """Whether a trace says all of the run's arithmetic (`executor.replay`): one shared copy, copies
+        that stay equal, or gossip's copies, whose mixes are versions with records (exchange mode). Averaging
+        rounds are not versions, so a trace does not say which forwards saw one."""
+        return self.copies is Copies.SHARED or self.synchronous or self.gossip
 
     def rank_count(self, workers: Any) -> int:
         """How many ranks: `workers.replicas` for a method across ranks, else 1 (one process)."""

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from pdasgd.gossip import mix_records
 from pdasgd.methods import MethodError
 from pdasgd.metrics import Summary, summarize
 from pdasgd.scenario import Scenario, ScenarioError
@@ -27,7 +28,7 @@ from simulator import fast, fastgossip, fastsummary
 from simulator.engine import Engine, trace_workers, worker_groups
 from simulator.memory import timeline_peak_bytes
 from simulator.progress import ProgressBar, wanted
-from simulator.records import Timeline, resolve_versions, timeline_spans
+from simulator.records import MIX, Timeline, resolve_versions, timeline_spans
 from simulator.workers import start_workers
 from theory import ties
 
@@ -41,13 +42,16 @@ def simulate(scenario: Scenario, engine: str = "auto", progress: bool | None = N
     chosen = choose_engine(scenario, engine)
     check_trace_size(scenario)
     with gc_paused():
+        mixes: list[tuple[int, int]] = []
         if chosen == "fast" and scenario.definition.gossip:
-            timeline = fastgossip.timeline(scenario, fastgossip.gossip_schedule(scenario))
+            schedule = fastgossip.gossip_schedule(scenario)
+            timeline, mixes = fastgossip.timeline(scenario, schedule), fastgossip.mix_meta(schedule)
         elif chosen == "fast":
             timeline = fast.schedule_timeline(fast.fixed_schedule(scenario))
         else:
-            timeline = run_simpy(scenario, progress)
-        return build_trace(scenario, timeline, chosen)
+            runner = _simpy_engine(scenario, progress)
+            timeline, mixes = runner.timeline, runner.mix_meta
+        return build_trace(scenario, timeline, chosen, mixes)
 
 
 @contextmanager
@@ -110,6 +114,20 @@ def choose_engine(scenario: Scenario, engine: str = "auto") -> str:
     return "fast"
 
 
+def _mix_records(timeline: Timeline, groups: np.ndarray, mixes: list[tuple[int, int]]) -> dict:
+    """`info["mix_records"]` of exchange mixes: a simulated mix takes its snapshot at the exchange's end,
+    so its snapshot is the version just before it."""
+    rows = np.flatnonzero(timeline.op == MIX)
+    ranks, layers, versions = (groups[timeline.worker[rows]], timeline.layer[rows], timeline.version[rows])
+    return mix_records(
+        (rank, layer, version, version, round_, partner)
+        for rank, layer, version, (round_, partner) in zip(
+            ranks.tolist(), layers.tolist(), versions.tolist(), mixes, strict=True
+        )
+        if round_ >= 0
+    )
+
+
 def fast_path_problem(scenario: Scenario) -> str | None:
     """Why neither fast path (`simulator.fast`, `simulator.fastgossip` for gossip) can run the scenario;
     None when one can."""
@@ -148,14 +166,22 @@ def check_costs(scenario: Scenario) -> None:
 
 
 def run_simpy(scenario: Scenario, progress: bool | None = None) -> Timeline:
+    """The SimPy engine's records of the scenario."""
+    return _simpy_engine(scenario, progress).timeline
+
+
+def _simpy_engine(scenario: Scenario, progress: bool | None = None) -> Engine:
+    """A SimPy engine that has run the scenario (its records in `timeline`)."""
     assert scenario.model is not None
     engine = Engine(scenario)
     start_workers(engine)
     if not wanted(progress, engine.batches, len(engine.layers)):
-        return engine.run()
+        engine.timeline = engine.run()
+        return engine
     with ProgressBar(engine.batches, f"simulate {scenario.method}") as bar:
         engine.progress = bar
-        return engine.run()
+        engine.timeline = engine.run()
+    return engine
 
 
 def sequential_batch_s(scenario: Scenario) -> float:
@@ -205,10 +231,17 @@ def device_slots(scenario: Scenario) -> dict[str, int]:
     return slots
 
 
-def build_trace(scenario: Scenario, timeline: Timeline, engine: str) -> Trace:
+def build_trace(
+    scenario: Scenario, timeline: Timeline, engine: str, mixes: list[tuple[int, int]] | None = None
+) -> Trace:
+    """The trace of an engine's records; `mixes` is (round, partner) of every `mix` row in order (exchange
+    gossip: the trace's mix records, `pdasgd.gossip`)."""
     meta = trace_meta(scenario, engine)
     groups = worker_groups(scenario)
     resolve_versions(timeline, groups, meta["layers"], tie_s(scenario))
+    records = _mix_records(timeline, groups, mixes) if mixes else None
+    if records and records["rank"]:
+        meta["info"]["mix_records"] = records
     activations, params = layer_sizes(scenario)
     peak = timeline_peak_bytes(timeline, groups, activations, params, meta["batches"], tie_s(scenario))
     spans = timeline_spans(timeline, *trace_workers(scenario))

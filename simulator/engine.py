@@ -123,9 +123,11 @@ class Engine:
         self.plans: list[Plan] = []
         self.calls: list[tuple[int, int, int]] = []  # (worker, batch, plan id) per `steps` call
         self.times: list[float] = []  # start, end of every step, call after call
-        self.rows: list[tuple] = []  # spans without a plan (wait, allreduce)
+        self.rows: list[tuple] = []  # spans without a plan (wait, allreduce, mix)
+        self.mix_meta: list[tuple[int, int]] = []  # per mix row, in order: (round, partner); push: (-1, -1)
         self.finished = 0
         self.progress = progress
+        self.timeline: Timeline | None = None  # the records, once run (simulator.core)
 
     # --- plans: the steps of one batch on one worker, and their durations on its device -------------
 

@@ -69,6 +69,8 @@ class CommRows:
     layer: np.ndarray
     start_s: np.ndarray
     end_s: np.ndarray
+    round: np.ndarray  # a mix's round (-1 for a wait)
+    partner: np.ndarray  # a mix's partner (-1 for a wait)
     rounds: int
 
     def of(self, rank: int) -> slice:
@@ -91,8 +93,7 @@ def gossip_schedule(scenario: Scenario, progress: ProgressBar | None = None) -> 
     ranks = scenario.definition.rank_count(scenario.workers)
     local = fast.fixed_schedule(scenario, batches=scenario.run.batches // ranks)
     if scenario.distributed.gossip_mode == "none" or ranks < 2:
-        empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
-        return GossipSchedule(ranks, local, CommRows(empty_i, empty_i, empty_i, empty_f, empty_f, 0))
+        return GossipSchedule(ranks, local, _Rows().columns(0))
     return GossipSchedule(ranks, local, exchange_rounds(scenario, local, ranks, progress))
 
 
@@ -102,19 +103,23 @@ class _Rows:
     def __init__(self) -> None:
         self.parts: list[tuple] = []
 
-    def add(self, rank: np.ndarray, op: int, layer, start_s: np.ndarray, end_s: np.ndarray) -> None:
+    def add(
+        self, rank: np.ndarray, op: int, layer, start_s: np.ndarray, end_s: np.ndarray, round_=-1, partner=-1
+    ) -> None:
         n = len(rank)
         if n:
-            layer = np.broadcast_to(np.asarray(layer, dtype=np.int64), (n,))
-            self.parts.append((rank, np.full(n, op, dtype=np.int64), layer, start_s, end_s))
+            op_, layer, round_, partner = (
+                np.broadcast_to(np.asarray(v, dtype=np.int64), (n,)) for v in (op, layer, round_, partner)
+            )
+            self.parts.append((rank, op_, layer, start_s, end_s, round_, partner))
 
     def columns(self, rounds: int) -> CommRows:
         if not self.parts:
             empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
-            return CommRows(empty_i, empty_i, empty_i, empty_f, empty_f, rounds)
-        rank, op, layer, start, end = (np.concatenate(column) for column in zip(*self.parts, strict=True))
-        order = np.argsort(rank, kind="stable")
-        return CommRows(rank[order], op[order], layer[order], start[order], end[order], rounds)
+            return CommRows(empty_i, empty_i, empty_i, empty_f, empty_f, empty_i, empty_i, rounds)
+        columns = [np.concatenate(column) for column in zip(*self.parts, strict=True)]
+        order = np.argsort(columns[0], kind="stable")
+        return CommRows(*[column[order] for column in columns], rounds)
 
 
 def exchange_rounds(
@@ -170,7 +175,8 @@ def exchange_rounds(
         end = gathered + (delays.allreduce_s + (chosen @ param_bytes) * per_byte_s)
         start = np.where(exchanging, end, gathered)
         rank_of, layer_of = np.nonzero(chosen)
-        rows.add(rank_of, MIX, layer_of, np.full(len(rank_of), gathered), end[rank_of])
+        at = np.full(len(rank_of), gathered)
+        rows.add(rank_of, MIX, layer_of, at, end[rank_of], round_index - 1, partner[rank_of])
         for m in np.unique(layer_of).tolist():
             cleared = rank_of[layer_of == m]
             index = np.searchsorted(by_layer[m], end[cleared] + tie_s, "right")  # same instant: sent
@@ -214,6 +220,13 @@ def rank_timeline(
         np.full(n, -1, dtype=np.int64),
     )
     return Timeline.concatenate([local, rows])
+
+
+def mix_meta(schedule: GossipSchedule) -> list[tuple[int, int]]:
+    """(round, partner) of every mix row, in the order `timeline` has them."""
+    comm = schedule.comm
+    mixes = comm.op == MIX
+    return list(zip(comm.round[mixes].tolist(), comm.partner[mixes].tolist(), strict=True))
 
 
 def timeline(scenario: Scenario, schedule: GossipSchedule) -> Timeline:

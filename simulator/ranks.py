@@ -215,6 +215,7 @@ def gossip_communicator(engine: Engine, state: RankState) -> Generator:
         state.clear(chosen, env.now)
         for m in chosen:
             engine.rows.append((state.comm_worker, MIX, -1, m, at, env.now, env.now))
+            engine.mix_meta.append((round_index - 1, partner))
 
 
 def push_communicator(engine: Engine, state: RankState) -> Generator:
@@ -246,6 +247,7 @@ def push_communicator(engine: Engine, state: RankState) -> Generator:
         pushes += 1
         for m in chosen:
             engine.rows.append((receiver, MIX, -1, m, env.now, env.now, env.now))
+            engine.mix_meta.append((-1, -1))
 
 
 def _pace(engine: Engine, state: RankState) -> Generator:

@@ -219,7 +219,7 @@ def test_the_variant_trains_in_the_executor_with_exact_gradients() -> None:
                     assert got.allclose(want, rtol=1e-5, atol=1e-6)
 
 
-def test_replayable_methods_are_one_shared_copy_or_ranks_that_stay_equal() -> None:
+def test_replayable_methods_are_one_shared_copy_ranks_that_stay_equal_or_gossip() -> None:
     replayable = {name for name in methods.names() if methods.lookup(name).replayable}
-    assert replayable == {"sequential", "async-lu", "async-bu", "hogwild", "ddp"}
+    assert replayable == {"sequential", "async-lu", "async-bu", "hogwild", "ddp", "gossip-lu", "gossip-bu"}
     assert {name for name in methods.names() if methods.lookup(name).synchronous} == {"ddp"}

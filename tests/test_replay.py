@@ -276,3 +276,115 @@ def test_a_measured_ddp_trace_replays_to_the_ranks_final_parameters() -> None:
     sc = ddp_scenario()
     measured = run(sc, curve_points=0)
     assert_close(replay(sc, measured.trace, eval_points=2).parameters, measured.parameters)
+
+
+# --- gossip: a copy per rank, mixes as versions -----------------------------------------------------
+
+
+def gossip_scenario(**distributed):
+    return scenario(
+        "gossip-lu",
+        train={"network": "mlp", "width": 16, "depth": 2, "batch_size": 8, "device": "cpu", **TRAIN},
+        workers={"replicas": 2, "forward": 1, "backward": 1, "max_in_flight": 3},
+        model={"layers": 3, "forward_s": 0.003, "beta": 2.0, "param_bytes": 4096},
+        delays={"allreduce_s": 0.001},
+        distributed={"timeout_s": 20, **distributed},
+        run={"batches": 24, "warmup": 2},
+    )
+
+
+def gossip_reference(sc, trace) -> list[list[torch.Tensor]]:
+    """Rank 0's final parameters computed another way: whole-network autograd per batch at the versions it
+    read of its rank's copy; per (rank, layer), writes in version order, an update SGD on the latest and a
+    mix latest + w (partner's snapshot - own snapshot); then the copies averaged as the final all-reduce."""
+    from pdasgd.gossip import paired_mixes
+    from pdasgd.methods import split_rank
+
+    dataset = load_dataset(sc.train, sc.run.seed)
+    torch.manual_seed(sc.run.seed)
+    blocks = [b.train() for b in build_network(sc.train, dataset.input_shape, dataset.num_classes, None)]
+    names = [[name for name, _ in block.named_parameters()] for block in blocks]
+    ranks = sc.workers.replicas
+    start = [tuple(p.detach().clone() for p in block.parameters()) for block in blocks]
+    versions = {(r, m): [start[m]] for r in range(ranks) for m in range(len(blocks))}
+    momenta = {
+        (r, m): [torch.zeros_like(p) for p in start[m]] for r in range(ranks) for m in range(len(blocks))
+    }
+    stream = batch_stream(dataset, sc.train.batch_size, sc.run.seed)
+    data = [next(stream) for _ in range(trace.batches)]
+    reads = {(s.batch, s.layer): s.version for s in trace.spans if s.op == "forward"}
+    paired = paired_mixes(trace.info["mix_records"])
+    writes = [s for s in trace.spans if s.op in ("update", "mix")]
+    pending = sorted(writes, key=lambda s: (s.end_s if s.op == "mix" else s.start_s, s.layer))
+    grads: dict[int, list[list[torch.Tensor]]] = {}
+    lr, mom, decay, w = sc.train.lr, sc.train.momentum, sc.train.weight_decay, sc.distributed.gossip_mix
+    while pending:
+        for span in pending:
+            r, m = split_rank(span.worker)[0], span.layer
+            if len(versions[(r, m)]) - 1 != span.version:
+                continue
+            if span.op == "mix":
+                _, partner, theirs = paired[(r, m, span.version)]
+                if theirs < len(versions[(partner, m)]):
+                    break
+            elif all(reads[(span.batch, k)] < len(versions[(r, k)]) for k in range(len(blocks))):
+                break
+        else:
+            raise AssertionError("reference stuck")
+        pending.remove(span)
+        latest = versions[(r, m)][-1]
+        if span.op == "mix":
+            own, partner, theirs = paired[(r, m, span.version)]
+            mine = versions[(r, m)][own]
+            new = [
+                p + (t - o) * w for p, t, o in zip(latest, versions[(partner, m)][theirs], mine, strict=True)
+            ]
+        else:
+            i = span.batch
+            if i not in grads:
+                at = [versions[(r, k)][reads[(i, k)]] for k in range(len(blocks))]
+                grads[i] = gradients(blocks, names, at, *data[i])
+            new = []
+            for p, g, buf in zip(latest, grads[i][m], momenta[(r, m)], strict=True):
+                buf.mul_(mom).add_(g + decay * p)
+                new.append(p - lr * buf)
+        versions[(r, m)].append(tuple(new))
+    final = []
+    for m in range(len(blocks)):
+        mean = [
+            sum(parts) / ranks for parts in zip(*(versions[(r, m)][-1] for r in range(ranks)), strict=True)
+        ]
+        final.append([p + (a - p) for p, a in zip(versions[(0, m)][-1], mean, strict=True)])
+    return final
+
+
+def test_a_simulated_gossip_trace_replays_to_the_independent_reference() -> None:
+    sc = gossip_scenario()
+    trace = simulate(sc)
+    mixes = [s for s in trace.spans if s.op == "mix"]
+    assert len(mixes) > 20 and len(trace.info["mix_records"]["rank"]) == len(mixes)
+    replayed = replay(sc, trace, eval_points=2)
+    assert_close(replayed.parameters, gossip_reference(sc, trace))
+    alone = replay(sc, simulate(sc.with_overrides({"distributed.gossip_mode": "none"})), eval_points=0)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(alone.parameters[0], replayed.parameters[0], strict=True)
+    )
+
+
+def test_a_measured_gossip_trace_replays_to_rank_0s_final_parameters() -> None:
+    sc = gossip_scenario()
+    measured = run(sc, curve_points=0)
+    records = measured.trace.info["mix_records"]
+    assert set(records["rank"]) == {0, 1} and len(records["rank"]) == measured.trace.info["gossip_mixes"] * 2
+    assert_close(replay(sc, measured.trace, eval_points=2).parameters, measured.parameters)
+
+
+def test_push_gossip_and_mixes_without_records_are_refused() -> None:
+    push = gossip_scenario(gossip_mode="push")
+    with pytest.raises(TraceError, match="replay: push gossip"):
+        replay(push, simulate(gossip_scenario()))
+    sc = gossip_scenario()
+    trace = simulate(sc)
+    del trace.info["mix_records"]
+    with pytest.raises(TraceError, match="mixes have no mix records"):
+        replay(sc, trace)

@@ -84,10 +84,11 @@ def _check_replayable(scenario: Scenario, prefix: str = "replay") -> None:
     """One line before any work unless the scenario's method and network can be replayed."""
     if scenario.train.network == "timed":
         fail("train.network: timed only sleeps its [model] costs; replay needs a network that learns")
-    if not scenario.definition.replayable:
-        from executor.replay import not_replayable
+    from executor.replay import replay_problem
 
-        fail(f"{prefix}: {not_replayable(scenario.method)}")
+    problem = replay_problem(scenario)
+    if problem:
+        fail(f"{prefix}: {problem}")
 
 
 # --- time to accuracy for compare --accuracy and sweep --accuracy ------------------------------------
