@@ -126,61 +126,79 @@ def exchange_rounds(
     scenario: Scenario, local: fast.FixedSchedule, ranks: int, progress: ProgressBar | None = None
 ) -> CommRows:
     """Every rank's exchange rounds, all ranks at once (module docstring)."""
-    assert scenario.model is not None
-    delays, settings, seed = scenario.delays, scenario.distributed, scenario.run.seed
-    update_end = local.backward_start[:, None] + local.offsets.update_end[None, :]  # (L, M), as the rows
-    by_layer = np.ascontiguousarray(update_end.T)
-    param_bytes = np.array([layer.param_bytes for layer in scenario.model.layers], dtype=np.int64)
-    per_byte_s = 1.0 / delays.allreduce_bytes_per_s if delays.allreduce_bytes_per_s else 0.0
-    delay_s = np.array([delays.comm_delay_s(r) for r in range(ranks)])
-    delayed = delay_s > 0
-    every_s, limit = settings.gossip_every_s, settings.gossip_layers
-    layers = scenario.model.layers
-    tie_s = ties.tie_s(sum(layer.forward_s + layer.backward_s + layer.update_s for layer in layers))
-    finished_s = float(local.end_s.max())  # every rank finishes its last batch then
+    rounds = _Rounds(scenario, local, ranks)
     done_s, ticked = np.sort(local.end_s), 0
-    next_mark = np.repeat(by_layer[:, :1].T, ranks, axis=0)  # (R, M): first update end after the last clear
-    start = np.zeros(ranks)
-    last = np.full(ranks, -math.inf)
-    everyone = np.arange(ranks)
-    rows = _Rows()
-    round_index = 0
     while True:
-        if every_s > 0:
-            rest = last + every_s - start
-            waits = rest > 0
-            paced = np.where(waits, start + rest, start)
-            rows.add(everyone[waits], WAIT, -1, start[waits], paced[waits])
-            start = last = paced
-        arrival = np.where(delayed, start + delay_s, start)
-        rows.add(everyone[delayed], WAIT, -1, start[delayed], arrival[delayed])
-        if delays.allreduce_s > 0:
-            arrival = arrival + delays.allreduce_cost_s(0)
-        before = arrival - tie_s  # an update at the arrival's instant waits for the next round
-        marks = next_mark < before[:, None]
+        arrival = rounds.arrive()
         gathered = float(arrival.max())
         if progress is not None:
             done = ranks * int(np.searchsorted(done_s, gathered, "right"))
             progress.tick(done - ticked)
             ticked = done
-        if finished_s < float(before.min()):
-            return rows.columns(round_index)
-        partner = np.array(partners(seed, round_index, ranks))
-        round_index += 1
+        if rounds.finished_s < float(arrival.min()) - rounds.tie_s:
+            return rounds.rows.columns(rounds.index)
+        rounds.exchange(arrival, gathered)
+
+
+class _Rounds:
+    """The state of every rank's communicator between rounds, as arrays over ranks (and layers)."""
+
+    def __init__(self, scenario: Scenario, local: fast.FixedSchedule, ranks: int) -> None:
+        assert scenario.model is not None
+        layers = scenario.model.layers
+        self.delays, self.seed, self.ranks = scenario.delays, scenario.run.seed, ranks
+        self.every_s, self.limit = scenario.distributed.gossip_every_s, scenario.distributed.gossip_layers
+        update_end = local.backward_start[:, None] + local.offsets.update_end[None, :]  # (L, M), as the rows
+        self.update_end = np.ascontiguousarray(update_end.T)  # per layer, nondecreasing
+        self.param_bytes = np.array([layer.param_bytes for layer in layers], dtype=np.int64)
+        bandwidth = self.delays.allreduce_bytes_per_s
+        self.per_byte_s = 1.0 / bandwidth if bandwidth else 0.0
+        self.delay_s = np.array([self.delays.comm_delay_s(r) for r in range(ranks)])
+        self.tie_s = ties.tie_s(sum(layer.forward_s + layer.backward_s + layer.update_s for layer in layers))
+        self.finished_s = float(local.end_s.max())  # every rank finishes its last batch then
+        self.next_mark = np.repeat(self.update_end[:, :1].T, ranks, axis=0)  # (R, M): since the last clear
+        self.start = np.zeros(ranks)  # when each rank's next round starts
+        self.last = np.full(ranks, -math.inf)  # when each rank's previous round started (the pace)
+        self.everyone = np.arange(ranks)
+        self.rows = _Rows()
+        self.index = 0  # rounds so far
+
+    def arrive(self) -> np.ndarray:
+        """Each rank's pace and delay (`wait` rows), then the latency: its arrival at the all-gather."""
+        start, everyone = self.start, self.everyone
+        if self.every_s > 0:
+            rest = self.last + self.every_s - start
+            waits = rest > 0
+            paced = np.where(waits, start + rest, start)
+            self.rows.add(everyone[waits], WAIT, -1, start[waits], paced[waits])
+            start = self.last = paced
+        delayed = self.delay_s > 0
+        arrival = np.where(delayed, start + self.delay_s, start)
+        self.rows.add(everyone[delayed], WAIT, -1, start[delayed], arrival[delayed])
+        if self.delays.allreduce_s > 0:
+            arrival = arrival + self.delays.allreduce_cost_s(0)
+        return arrival
+
+    def exchange(self, arrival: np.ndarray, gathered: float) -> None:
+        """The round's marks (updates before each rank's arrival instant), partners, exchanges and mixes;
+        sets when each rank starts its next round."""
+        marks = self.next_mark < (arrival - self.tie_s)[:, None]
+        partner = np.array(partners(self.seed, self.index, self.ranks))
+        self.index += 1
         if not marks.any():
-            start = np.full(ranks, gathered + IDLE_S)
-            continue
-        chosen = _chosen(marks, partner, limit)
-        exchanging = chosen.any(axis=1)
-        end = gathered + (delays.allreduce_s + (chosen @ param_bytes) * per_byte_s)
-        start = np.where(exchanging, end, gathered)
+            self.start = np.full(self.ranks, gathered + IDLE_S)
+            return
+        chosen = _chosen(marks, partner, self.limit)
+        end = gathered + (self.delays.allreduce_s + (chosen @ self.param_bytes) * self.per_byte_s)
+        self.start = np.where(chosen.any(axis=1), end, gathered)
         rank_of, layer_of = np.nonzero(chosen)
         at = np.full(len(rank_of), gathered)
-        rows.add(rank_of, MIX, layer_of, at, end[rank_of], round_index - 1, partner[rank_of])
+        self.rows.add(rank_of, MIX, layer_of, at, end[rank_of], self.index - 1, partner[rank_of])
         for m in np.unique(layer_of).tolist():
             cleared = rank_of[layer_of == m]
-            index = np.searchsorted(by_layer[m], end[cleared] + tie_s, "right")  # same instant: sent
-            next_mark[cleared, m] = np.append(by_layer[m], math.inf)[index]
+            # the first update after the clear; one at the clear's very instant went with it
+            later = np.searchsorted(self.update_end[m], end[cleared] + self.tie_s, "right")
+            self.next_mark[cleared, m] = np.append(self.update_end[m], math.inf)[later]
 
 
 def _chosen(marks: np.ndarray, partner: np.ndarray, limit: int) -> np.ndarray:
