@@ -289,7 +289,7 @@ def gossip_scenario(**distributed):
         model={"layers": 3, "forward_s": 0.003, "beta": 2.0, "param_bytes": 4096},
         delays={"allreduce_s": 0.001},
         distributed={"timeout_s": 20, **distributed},
-        run={"batches": 24, "warmup": 2},
+        run={"batches": 120, "warmup": 2},
     )
 
 
@@ -373,7 +373,8 @@ def test_a_simulated_gossip_trace_replays_to_the_independent_reference() -> None
 
 def test_a_measured_gossip_trace_replays_to_rank_0s_final_parameters() -> None:
     sc = gossip_scenario()
-    measured = run(sc, curve_points=0)
+    measured = run(sc, curve_points=0)  # 120 batches: rounds with marks even on a loaded machine
+    assert measured.trace.info["gossip_mixes"] > 0, "no exchange in the real run"
     records = measured.trace.info["mix_records"]
     assert set(records["rank"]) == {0, 1} and len(records["rank"]) == measured.trace.info["gossip_mixes"] * 2
     assert_close(replay(sc, measured.trace, eval_points=2).parameters, measured.parameters)
