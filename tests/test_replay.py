@@ -281,9 +281,9 @@ def test_a_measured_ddp_trace_replays_to_the_ranks_final_parameters() -> None:
 # --- gossip: a copy per rank, mixes as versions -----------------------------------------------------
 
 
-def gossip_scenario(**distributed):
+def gossip_scenario(method: str = "gossip-lu", **distributed):
     return scenario(
-        "gossip-lu",
+        method,
         train={"network": "mlp", "width": 16, "depth": 2, "batch_size": 8, "device": "cpu", **TRAIN},
         workers={"replicas": 2, "forward": 1, "backward": 1, "max_in_flight": 3},
         model={"layers": 3, "forward_s": 0.003, "beta": 2.0, "param_bytes": 4096},
@@ -358,8 +358,9 @@ def gossip_reference(sc, trace) -> list[list[torch.Tensor]]:
     return final
 
 
-def test_a_simulated_gossip_trace_replays_to_the_independent_reference() -> None:
-    sc = gossip_scenario()
+@pytest.mark.parametrize("method", ["gossip-lu", "gossip-bu"])
+def test_a_simulated_gossip_trace_replays_to_the_independent_reference(method: str) -> None:
+    sc = gossip_scenario(method)
     trace = simulate(sc)
     mixes = [s for s in trace.spans if s.op == "mix"]
     assert len(mixes) > 20 and len(trace.info["mix_records"]["rank"]) == len(mixes)
