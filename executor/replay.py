@@ -265,6 +265,7 @@ class _Replayer:
         self.done: set[tuple[str, int, int]] = set()
         self.losses: dict[int, float] = {}
         self.peak_versions = layers * copies
+        self.awaited: dict[tuple[int, int, int], int] = defaultdict(int)  # versions pending forwards read
 
     def ready(self, event: Event) -> bool:
         i, m, mine = event.batch, event.layer, self.layers[event.copy]
@@ -283,7 +284,15 @@ class _Replayer:
         done = all((BACKWARD, b, m) in self.done for b in batches)
         return done and mine[m].latest.number == event.version
 
+    def wait(self, event: Event) -> None:
+        """`event` is pending: keep the version it reads, though later events may run first (a forward
+        that waits for a mix published after the update it reads)."""
+        if event.kind == FORWARD:
+            self.awaited[(event.copy, event.layer, event.version)] += 1
+
     def run(self, event: Event, index: int) -> None:
+        if event.kind == FORWARD:
+            self.awaited[(event.copy, event.layer, event.version)] -= 1
         run = {FORWARD: self.forward, BACKWARD: self.backward, UPDATE: self.update, MIX: self.mix}
         run[event.kind](event, index)
         self.done.add((event.kind, event.batch, event.layer))
@@ -327,7 +336,8 @@ class _Replayer:
             grads, mine = self.grads.pop((event.batch, m))
         # in place when nothing will see the old tensors: no pending graph read them, no later event will
         old = layer.latest.number
-        layer.in_place = not self.reading[(c, m, old)] and self.last_read.get((c, m, old), -1) <= index
+        unseen = not self.reading[(c, m, old)] and not self.awaited[(c, m, old)]
+        layer.in_place = unseen and self.last_read.get((c, m, old), -1) <= index
         new, _, _, _ = layer.apply(grads, owned=mine)
         self.kept[c][m][new.number] = new.tensors
         self._forget(c, m, index)
@@ -359,7 +369,8 @@ class _Replayer:
         """Drop copy c's versions of layer m that no event after `index` reads (the latest always stays)."""
         latest, kept = self.layers[c][m].latest.number, self.kept[c][m]
         for number in [n for n in kept if n != latest and self.last_read.get((c, m, n), -1) <= index]:
-            del kept[number]
+            if not self.awaited[(c, m, number)]:
+                del kept[number]
         self.peak_versions = max(self.peak_versions, sum(len(k) for mine in self.kept for k in mine))
 
     def accuracy(self) -> float:
@@ -452,6 +463,7 @@ def replay(
             curve.append(CurvePoint(batches, at_s, state.accuracy()))
             next_moment += 1
         pending.append((index, event))
+        state.wait(event)
         _drain(state, pending)
         if progress and index % 256 == 0:
             progress(index, len(events))
