@@ -72,13 +72,19 @@ def main(argv: list[str] | None = None) -> int:
             return signals.exit_status()
 
 
+RANK_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # set by torchrun (executor.world)
+
+
 def entry() -> None:
     """The console script: `main`, then exit with its status. After a stop signal it leaves at once
     (os._exit, once the output is flushed): the partial results are written by then, and the interpreter's
     own shutdown restores the default signal handlers, so a signal arriving while it shuts down (a second
-    Ctrl-C) would otherwise end the process with a raw signal status instead."""
+    Ctrl-C) would otherwise end the process with a raw signal status instead. A rank of an outside torchrun
+    leaves the same way, as `executor.ranks` does for its own ranks: the interpreter's teardown sometimes
+    destroys gloo's still-joinable thread and aborts a finished rank (SIGABRT, "terminate called without
+    an active exception"), which torchrun reports as the whole run failing."""
     status = main()
-    if signals.stopped():
+    if signals.stopped() or all(key in os.environ for key in RANK_ENV):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
