@@ -103,9 +103,18 @@ def snapshot_flat(
 ) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
     """Each layer's latest tensors, copied under its lock, and all of them as one flat tensor (on
     `device`, if given): what a round sends."""
-    snapshot = [layer.copy_tensors()[1] for layer in layers]
+    _, snapshot, flat = numbered_snapshot_flat(layers, device)
+    return snapshot, flat
+
+
+def numbered_snapshot_flat(
+    layers: list[VersionedLayer], device: torch.device | None = None
+) -> tuple[list[int], list[tuple[torch.Tensor, ...]], torch.Tensor]:
+    """`snapshot_flat`, with the version number each layer's copy was taken of (gossip's mix records)."""
+    taken = [layer.copy_tensors() for layer in layers]
+    snapshot = [tensors for _, tensors in taken]
     flat = torch.cat([t.reshape(-1) for tensors in snapshot for t in tensors])
-    return snapshot, flat if device is None else flat.to(device)
+    return [number for number, _ in taken], snapshot, flat if device is None else flat.to(device)
 
 
 def split_like(flat: torch.Tensor, like: list[tuple[torch.Tensor, ...]]) -> list[list[torch.Tensor]]:

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from executor.averaging import average_copies, snapshot_flat, split_like
+from executor.averaging import average_copies, numbered_snapshot_flat, snapshot_flat, split_like
 from executor.links import Stopped, check, sleep
 from executor.params import VersionedLayer
 from executor.timing import CpuClock, SpanLog, waited
@@ -202,11 +202,7 @@ class Gossiper:
             sleep(cost_s, self.stop)
         with self._lock:
             self.marked.difference_update(chosen)
-        taken = [self.layers[m].copy_tensors() for m in chosen]
-        snapshot = [tensors for _, tensors in taken]
-        flat = torch.cat([t.reshape(-1) for tensors in snapshot for t in tensors])
-        flat = flat if self.device is None else flat.to(self.device)
-        return [number for number, _ in taken], snapshot, flat
+        return numbered_snapshot_flat([self.layers[m] for m in chosen], self.device)
 
     def _push_until_done(self) -> None:
         """Push mode (module docstring): push marked layers until the rank has finished and sent its last

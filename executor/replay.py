@@ -356,14 +356,12 @@ class _Replayer:
     def average(self) -> None:
         """The executor's last all-reduce (executor.averaging.average_copies): every copy's latest plus the
         mean minus itself."""
-        copies = len(self.layers)
-        if copies < 2:
+        if len(self.layers) < 2:
             return
         for m in range(len(self.layers[0])):
             latest = [mine[m].latest.tensors for mine in self.layers]
             for mine, tensors in zip(self.layers, latest, strict=True):
-                mean = [sum(parts[1:], parts[0]).div(copies) for parts in zip(*latest, strict=True)]
-                mine[m].shift([a.sub_(t) for a, t in zip(mean, tensors, strict=True)])
+                mine[m].shift([a.sub_(t) for a, t in zip(_mean(latest), tensors, strict=True)])
 
     def _forget(self, c: int, m: int, index: int) -> None:
         """Drop copy c's versions of layer m that no event after `index` reads (the latest always stays)."""
@@ -376,13 +374,17 @@ class _Replayer:
     def accuracy(self) -> float:
         """Test accuracy of the copies' mean (of the one copy, without gossip)."""
         evaluator = Replica(self.setup.blocks)
-        copies = len(self.layers)
         for m in range(len(self.layers[0])):
             latest = [mine[m].latest.tensors for mine in self.layers]
-            mean = [sum(parts[1:], parts[0]) / copies for parts in zip(*latest, strict=True)]
-            evaluator.load(m, tuple(mean) if copies > 1 else latest[0])
+            evaluator.load(m, tuple(_mean(latest)) if len(latest) > 1 else latest[0])
         dataset = self.setup.dataset
         return evaluate(evaluator.blocks, dataset.test_x, dataset.test_y)
+
+
+def _mean(copies: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
+    """The copies' tensors summed in rank order and divided by their count (as the final all-reduce's
+    sum, then division), new tensors."""
+    return [sum(parts[1:], parts[0]).div(len(copies)) for parts in zip(*copies, strict=True)]
 
 
 def _own(block: torch.nn.Module, copy: int) -> list[torch.Tensor]:

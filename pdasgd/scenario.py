@@ -193,6 +193,12 @@ class Model:
         return sum(layer.update_s for layer in self.layers)
 
     @property
+    def sequential_s(self) -> float:
+        """One batch of plain sequential backprop on a device of speed 1: every layer's forward, backward and
+        update (the reference of speed-ups and of the tie rule, theory.ties)."""
+        return sum(layer.forward_s + layer.backward_s + layer.update_s for layer in self.layers)
+
+    @property
     def beta(self) -> float:
         """Backward-to-forward ratio, counting update time as backward work (docs/theory.md)."""
         return (self.backward_s + self.update_s) / self.forward_s

@@ -186,7 +186,7 @@ def _simpy_engine(scenario: Scenario, progress: bool | None = None) -> Engine:
 
 def sequential_batch_s(scenario: Scenario) -> float:
     assert scenario.model is not None
-    return sum(layer.forward_s + layer.backward_s + layer.update_s for layer in scenario.model.layers)
+    return scenario.model.sequential_s
 
 
 def tie_s(scenario: Scenario) -> float:

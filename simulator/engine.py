@@ -107,8 +107,7 @@ class Engine:
         # a rank trains every R-th batch, so its window reaches R x max_in_flight batch ids back
         self.window = Window(self.env, scenario.workers.max_in_flight * self.rank_count, self.batches)
         self.local_count = len(self.method.local_names(scenario.workers))
-        sequential_s = sum(layer.forward_s + layer.backward_s + layer.update_s for layer in self.layers)
-        self.tie_s = ties.tie_s(sequential_s)  # the instants gossip's marks treat as one (theory.ties)
+        self.tie_s = ties.tie_s(scenario.model.sequential_s)  # instants gossip's marks treat as one
         if self.method.ranks:
             self.collectives = Collectives(self.env, self.rank_count)
             first_comm = len(self.worker_names)

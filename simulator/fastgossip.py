@@ -154,7 +154,7 @@ class _Rounds:
         bandwidth = self.delays.allreduce_bytes_per_s
         self.per_byte_s = 1.0 / bandwidth if bandwidth else 0.0
         self.delay_s = np.array([self.delays.comm_delay_s(r) for r in range(ranks)])
-        self.tie_s = ties.tie_s(sum(layer.forward_s + layer.backward_s + layer.update_s for layer in layers))
+        self.tie_s = ties.tie_s(scenario.model.sequential_s)
         self.finished_s = float(local.end_s.max())  # every rank finishes its last batch then
         self.next_mark = np.repeat(self.update_end[:, :1].T, ranks, axis=0)  # (R, M): since the last clear
         self.start = np.zeros(ranks)  # when each rank's next round starts
@@ -332,10 +332,11 @@ class _RankStaleness:
         return Staleness.from_counts(self.sums.tolist(), self.counts.tolist(), self.maxima.tolist())
 
     def time_means(self) -> list[float]:
-        return [
-            math.fsum(np.concatenate(parts).tolist()) / len(np.concatenate(parts)) if parts else 0.0
-            for parts in self.times
-        ]
+        means = []
+        for parts in self.times:
+            values = np.concatenate(parts).tolist() if parts else []
+            means.append(math.fsum(values) / len(values) if values else 0.0)
+        return means
 
 
 def _utilization(
