@@ -31,7 +31,7 @@ from pdasgd.io import atomic_write_text
 from pdasgd.scenario import Scenario
 
 TTL_S = 900.0
-FORMAT = "pdasgd-profile"
+FORMAT = "pdasgd-profile-2"  # 2: the calibration's role speeds in `extra`
 
 
 def folder() -> Path:

@@ -17,19 +17,22 @@ from collections.abc import Mapping
 
 from pdasgd.methods import split_rank
 from pdasgd.ranks import NETWORK
-from pdasgd.scenario import Device, Scenario
+from pdasgd.scenario import Device, Layer, Model, Scenario
 
 
 def on_machine(
     scenario: Scenario,
     device_slots: Mapping[str, int],
     jitter_cv: float | None = None,
-    efficiency: float = 1.0,
+    speeds: tuple[float, float] = (1.0, 1.0),
 ) -> Scenario:
     """`scenario` with all workers on the run's device (first of `device_slots`, time-sliced unless it is a
-    GPU), optional op jitter, and the device's speed set to `efficiency`: the share of core time the
-    workers' threads really get (below 1 when more threads than cores lose time to switches and GIL
-    hand-offs; measured by compare's calibration run)."""
+    GPU), optional op jitter, and the forward ops and the backward and update ops at `speeds` (an op of
+    cost c at speed s takes c / s alone): the speeds the workers' threads really get on the run's machine
+    (measured by compare's calibration run; below 1 where more threads than cores lose time to switches
+    and GIL hand-offs, and a forward thread of many short ops gets less than its share)."""
+    if speeds != (1.0, 1.0):
+        scenario = scaled(scenario, 1 / speeds[0], 1 / speeds[1])
     if not device_slots:
         raise ValueError("device_slots: the run reported no device")
     compute = {name: slots for name, slots in device_slots.items() if not name.endswith(f"/{NETWORK}")}
@@ -38,7 +41,7 @@ def on_machine(
     if jitter_cv is not None:
         delays = dataclasses.replace(delays, jitter_cv=jitter_cv)
     if scenario.definition.ranks and "cuda" in name:  # a GPU per rank; on the CPU the ranks share the cores
-        devices = tuple(Device(device, count, speed=efficiency) for device, count in compute.items())
+        devices = tuple(Device(device, count) for device, count in compute.items())
         names = scenario.worker_names()
         by_rank = {split_rank(device)[0]: device for device in compute}
         placed = [by_rank[split_rank(worker)[0]] for worker in names]
@@ -47,7 +50,7 @@ def on_machine(
         )
     return dataclasses.replace(
         scenario,
-        devices=(Device(name, slots, speed=efficiency, time_slice=not name.startswith("cuda")),),
+        devices=(Device(name, slots, time_slice=not name.startswith("cuda")),),
         placement={},
         delays=delays,
     )
@@ -69,3 +72,20 @@ def with_network(scenario: Scenario, probe: Mapping[str, float] | None) -> Scena
         allreduce_bytes_per_s=1 / per_byte_s if per_byte_s else 0.0,
     )
     return dataclasses.replace(scenario, delays=network)
+
+
+def scaled(scenario: Scenario, forward: float, backward: float) -> Scenario:
+    """`scenario` with every layer's forward cost times `forward`, backward and update costs times
+    `backward`."""
+    layers = tuple(
+        Layer(
+            x.name,
+            x.forward_s * forward,
+            x.backward_s * backward,
+            x.update_s * backward,
+            x.activation_bytes,
+            x.param_bytes,
+        )
+        for x in scenario.model.layers
+    )
+    return dataclasses.replace(scenario, model=Model(layers))

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,6 +52,7 @@ def gpu_test_count() -> int:
     return sum("::" in line for line in lines) + sum(int(count) for _, _, count in per_file)
 
 
+@pytest.mark.slow  # 60-70 s of the default suite's 10 minutes; `make test-all` and the GPU machine run it
 def test_dry_mode_runs_every_step_and_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results"
     done = check(tmp_path, "--cpu", env={"PDASGD_GPU_OUT": str(out)})

@@ -112,7 +112,7 @@ def compare_one(
         "device_slots": measured_trace.device_slots,
         "jitter_cv": costs.jitter_cv,
         "pipelined_costs": costs.pipelined,
-        "efficiency": costs.efficiency,
+        "speeds": list(costs.speeds),
     }
     document["profile"] = {
         "precision": costs.precision.to_dict() if costs.precision else None,
@@ -129,10 +129,10 @@ def compare_one(
 
 def predict_beside(costs: Profiled, measured_trace: Any, progress: bool = False) -> dict[str, Any]:
     """The simulator's prediction of the profiled scenario on the machine the measured run used: its
-    device and slots, the profile's op noise and efficiency, the network the ranks probed."""
+    device and slots, the profile's op noise and role speeds, the network the ranks probed."""
     from pdasgd.machine import on_machine, with_network
 
-    machine = on_machine(costs.scenario, measured_trace.device_slots, costs.jitter_cv, costs.efficiency)
+    machine = on_machine(costs.scenario, measured_trace.device_slots, costs.jitter_cv, costs.speeds)
     machine = with_network(machine, measured_trace.info.get("allreduce_probe"))
     return predict(machine, costs.precision, costs.sequential_batch_s, progress)
 

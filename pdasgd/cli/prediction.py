@@ -9,14 +9,20 @@
   the larger the more threads run: 2F+2B on 2 cores was predicted 31% too fast from the costs of a 1F+1B
   pipeline. A profile of the same network, device and threads taken in the last 15 minutes is reused
   (`executor.profile_cache`), and the report says so.
-- **The cores' efficiency**: with more runnable threads than cores, some core time goes to neither the
-  threads' work nor the waits their schedule explains (thread switches, GIL hand-offs). The calibration
-  run's worker threads used `cpu_share` of the cores where its simulation keeps them busier; their ratio,
-  the efficiency, is the simulated CPU's speed (`pdasgd.machine.on_machine`). The report gives it. For a
-  scenario without delays, stragglers or another window the calibration run is a shorter run of the same
-  schedule, so its throughput is close to the measured one by construction; the random draw of the
-  fidelity benchmark (benchmarks/fidelity.md) is mostly of other schedules, and reports the predictions
-  without the efficiency beside.
+- **The roles' speeds and the noise**: with more runnable threads than cores, the cores do not go to the
+  threads in fair shares, and some of their time goes to neither (thread switches, GIL hand-offs). A
+  forward thread, whose many short ops give the GIL away and wait to get it back, gets less than its
+  share: in a 1F+2B run on two cores its forward took a fifth longer than a fair time slice gives while the
+  backward ops took what it gives. And the waits for a core vary: a role's wall times spread about twice
+  as much as its CPU times, which is what decides how often the window binds, and so the staleness (with
+  the CPU times' noise, async-bu was predicted 0.3-0.6 versions too stale; benchmarks/replay.md). So the
+  simulated CPU runs the forward ops and the backward and update ops at two speeds
+  (`pdasgd.machine.on_machine`), with an op-time noise, that make the simulation of the calibration runs
+  give each role the mean wall time per batch it took there and its walls the spread they had
+  (`calibrated`). The report gives them. For a scenario without delays, stragglers or another window the
+  calibration run is a shorter run of the same schedule, so its throughput is close to the measured one
+  by construction; the random draw of the fidelity benchmark (benchmarks/fidelity.md) is mostly of other
+  schedules, and reports the predictions without the speeds beside.
 - **The prediction's interval** (`predict`): the schedule simulated at the profile's mean costs, then with
   the forward and the backward costs each at the ends of their intervals (the four corners) and with two
   more seeds of the op-time noise: the interval spans them all, widened by what the model leaves out
@@ -36,7 +42,8 @@ import statistics
 from typing import Any
 
 from pdasgd.intervals import Interval, batches_for, staleness_intervals, throughput_interval
-from pdasgd.scenario import Layer, Model, Scenario
+from pdasgd.machine import scaled
+from pdasgd.scenario import Model, Scenario
 
 STABLE_THROUGHPUT = 0.05  # a run whose throughput interval is wider than ±5% is too short to judge by
 # What the model leaves out, added to the prediction's interval: the 80th percentile of |error| over the
@@ -53,12 +60,12 @@ class Profiled:
     """The scenario with the layer costs its method pays, and what the profiler measured besides."""
 
     scenario: Scenario
-    jitter_cv: float  # op-time noise matching the measured batch-to-batch variation
+    jitter_cv: float  # op-time noise matching the measured batch-to-batch variation (of walls, calibrated)
     sequential_batch_s: float  # the costs of one batch by one worker alone, summed
     pipelined: bool  # whether the costs come from a pipelined run (executor.profile.measure_pipelined)
     precision: Any = None  # executor.profile.Precision of the costs used (None: the scenario gave them)
     reused_age_s: float | None = None  # the profile came from the cache, this old
-    efficiency: float = 1.0  # share of core time the workers' threads get (the simulated CPU's speed)
+    speeds: tuple[float, float] = (1.0, 1.0)  # the simulated CPU's speed for forward, backward/update ops
 
     def notes(self) -> list[str]:
         if self.precision is None:
@@ -79,12 +86,13 @@ class Profiled:
             f"±{UNMODELLED_STALENESS} versions of staleness for what the model leaves out "
             "(benchmarks/fidelity.md)",
         ]
-        if self.efficiency < 0.995:
+        if self.speeds != (1.0, 1.0):
             lines.append(
-                f"cores' efficiency {self.efficiency:.3f}: the calibration run's threads got that share "
-                "of the core time its simulation keeps busy (the rest went to thread switches and GIL "
-                "hand-offs); "
-                "the simulated CPU runs at that speed"
+                f"the simulated CPU runs forward ops at speed {self.speeds[0]:.3f} and backward and update "
+                f"ops at {self.speeds[1]:.3f} of a fair time slice, with op-time noise of CV "
+                f"{self.jitter_cv:.2f}: under these the calibration runs' simulation gives each role the "
+                "wall time per batch it took and the spread it had (the cores do not go to the threads in "
+                "fair shares, and the waits for them vary)"
             )
         return lines
 
@@ -105,12 +113,12 @@ def profiled(scenario: Scenario, force: bool = False, fresh: bool = False) -> Pr
     model = Model(tuple(layer.layer("mean") for layer in samples))
     return Profiled(
         dataclasses.replace(scenario, model=model),
-        batch_matched_cv(samples),
+        extra["jitter_cv"],
         sequential_s,
         True,
         precision,
         age,
-        extra.get("efficiency", 1.0),
+        tuple(extra["speeds"]),
     )
 
 
@@ -130,34 +138,87 @@ def _measured(scenario: Scenario, kind: str, solo, fresh: bool):
     else:
         layout = measure_layout_precisely(scenario, solo)
         samples, precision = layout.layers, layout.precision
-        extra = {"cpu_share": layout.cpu_share, "efficiency": _efficiency(layout, samples)}
+        speeds, jitter_cv = calibrated(layout.runs, samples)
+        extra = {"cpu_share": layout.cpu_share, "speeds": list(speeds), "jitter_cv": jitter_cv}
     profile_cache.store(entry, samples, precision, extra)
     return samples, precision, None, extra
 
 
-def _efficiency(layout, samples) -> float:
-    """The calibration runs' worker threads' share of the cores over the share their simulation (at speed 1)
-    keeps busy, at most 1."""
+def calibrated(runs: list, samples: list) -> tuple[tuple[float, float], float]:
+    """The simulated CPU's speeds for the forward ops and for the backward and update ops, and the op-time
+    noise, under which the calibration `runs` ((scenario, measured trace) pairs), simulated with the
+    `samples`' mean costs, give each role the mean wall time per batch it took there and its walls the
+    coefficient of variation they had (`role_walls`; the mean of the two roles' CVs). Found by fixed-point
+    iteration from speed 1 and the CPU times' batch-matched noise: each speed times simulated / measured
+    mean wall, the noise times measured / simulated CV (a role's wall is close to inverse in its speed, its
+    spread close to linear in the noise)."""
+    model = Model(tuple(layer.layer("mean") for layer in samples))
+    runs = [(dataclasses.replace(run, model=model), trace) for run, trace in runs]
+    real = _pooled([role_walls(trace, trace.warmup) for _, trace in runs])
+    speeds, cv = (1.0, 1.0), batch_matched_cv(samples)
+    for _ in range(CALIBRATION_ROUNDS):
+        simulated = _pooled([_simulated_walls(run, trace, cv, speeds) for run, trace in runs])
+        speeds = tuple(
+            _clip(s * sim / wall, MAX_SPEED) if sim > 0 and wall > 0 else s
+            for s, sim, wall in zip(speeds, simulated.means, real.means, strict=True)
+        )
+        if simulated.cv > 0 and real.cv > 0:
+            cv = min(MAX_JITTER_CV, cv * real.cv / simulated.cv)
+    return speeds, cv
+
+
+CALIBRATION_ROUNDS = 5
+MAX_SPEED = 4.0  # speeds stay within [1/4, 4] of a fair time slice
+MAX_JITTER_CV = 2.0
+
+
+def _clip(value: float, limit: float) -> float:
+    return min(limit, max(1 / limit, value))
+
+
+def _simulated_walls(run: Scenario, trace, cv: float, speeds: tuple[float, float]) -> list[list[float]]:
     import simulator
     from pdasgd.machine import on_machine
-    from pdasgd.metrics import makespan_s
 
-    model = Model(tuple(layer.layer("mean") for layer in samples))
-    busy_s = core_s = 0.0
-    for calibration, trace in layout.runs:
-        costed = dataclasses.replace(calibration, model=model)
-        predicted = simulator.simulate(on_machine(costed, trace.device_slots, batch_matched_cv(samples)))
-        slots, span_s = next(iter(trace.device_slots.values())), makespan_s(predicted)
-        busy_s += sum(_utilization(predicted)) * slots * span_s
-        core_s += slots * span_s
-    simulated_share = busy_s / core_s if core_s else 0.0
-    return min(1.0, layout.cpu_share / simulated_share) if simulated_share > 0 else 1.0
+    return role_walls(simulator.simulate(on_machine(run, trace.device_slots, cv, speeds)), trace.warmup)
 
 
-def _utilization(trace) -> list[float]:
-    from pdasgd.metrics import utilization
+def role_walls(trace, warmup: int) -> list[list[float]]:
+    """Per role (forward; backward and update), the wall time of each batch after `warmup`: from its first
+    op's start to its last op's end (the Python between ops and the waits for a core or the GIL
+    included)."""
+    first: dict[tuple[int, int], float] = {}
+    last: dict[tuple[int, int], float] = {}
+    for span in trace.spans:
+        if span.batch is None or span.batch < warmup or span.op not in ("forward", "backward", "update"):
+            continue
+        key = (0 if span.op == "forward" else 1, span.batch)
+        first[key] = min(first.get(key, span.start_s), span.start_s)
+        last[key] = max(last.get(key, span.end_s), span.end_s)
+    walls: list[list[float]] = [[], []]
+    for key, start_s in first.items():
+        walls[key[0]].append(last[key] - start_s)
+    return walls
 
-    return list(utilization(trace).values())
+
+@dataclasses.dataclass(frozen=True)
+class _Walls:
+    means: tuple[float, float]  # mean wall per batch of each role over every run (0 when it ran nothing)
+    cv: float  # the mean, over runs and the roles that ran, of the walls' coefficient of variation
+
+
+def _pooled(per_run: list[list[list[float]]]) -> _Walls:
+    """The means of each role's walls over every run, and the mean of each run's and role's CV (within a
+    run: the machine's speed drifts between runs)."""
+    roles = [[wall for run in per_run for wall in run[role]] for role in (0, 1)]
+    means = tuple(statistics.fmean(walls) if walls else 0.0 for walls in roles)
+    cvs = [_cv(walls) for run in per_run for walls in run if len(walls) > 1]
+    return _Walls(means, statistics.fmean(cvs) if cvs else 0.0)
+
+
+def _cv(values: list[float]) -> float:
+    mean = statistics.fmean(values)
+    return statistics.pstdev(values) / mean if mean > 0 else 0.0
 
 
 def batch_matched_cv(samples: list) -> float:
@@ -184,23 +245,6 @@ def batch_matched_cv(samples: list) -> float:
 
 
 # --- the prediction's interval -----------------------------------------------------------------------
-
-
-def scaled(scenario: Scenario, forward: float, backward: float) -> Scenario:
-    """`scenario` with every layer's forward cost times `forward`, backward and update costs times
-    `backward`."""
-    layers = tuple(
-        Layer(
-            x.name,
-            x.forward_s * forward,
-            x.backward_s * backward,
-            x.update_s * backward,
-            x.activation_bytes,
-            x.param_bytes,
-        )
-        for x in scenario.model.layers
-    )
-    return dataclasses.replace(scenario, model=Model(layers))
 
 
 def corners(precision) -> list[tuple[float, float]]:
