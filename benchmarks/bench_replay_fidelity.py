@@ -5,7 +5,8 @@ For sequential, async-lu 1F+2B, async-bu 1F+2B and hogwild (2 threads), on digit
 bench_time_to_accuracy.py (batch 64, lr 0.02, momentum 0.9), one scenario each, the same seed throughout:
 
 - predicted: `pdasgd compare`'s own path (`compare_one`: profile, one real run, the simulator on the
-  machine that run used), then its predicted trace replayed on the real network (`executor.replay`);
+  machine that run used), then `compare --accuracy`'s: the predicted schedule and four more op-noise seeds
+  of it replayed on the real network (`executor.replay`), their medians (`predicted_accuracy`);
 - measured: that real run and --runs - 1 more of the same scenario, each run's trace replayed with the same
   evaluation grid. A replayed measured trace gives the run's own parameters (tests/test_replay.py), so
   this is the run's accuracy curve, evaluated every `--every` batches instead of the run's 10 snapshots;
@@ -27,7 +28,8 @@ import sys
 
 from executor.replay import replay
 from executor.runtime import run
-from pdasgd.cli.compare import compare_one
+from pdasgd.cli.compare import compare_one, predicted_schedules
+from pdasgd.cli.replay import predicted_accuracy
 from pdasgd.scenario import parse_scenario
 
 METHODS = {
@@ -73,7 +75,14 @@ def one_method(name: str, method: str, workers: dict, args: argparse.Namespace) 
     points = args.batches // args.every
     item = compare_one(scenario(method, workers, args.batches), baseline=False)
     costed = item.scenario  # with the profiled layer costs
-    predicted = reached(costed, item.predicted, args.target, points)
+    figures = predicted_accuracy(costed, predicted_schedules(item), args.target, points)
+    predicted = {
+        "time_s": figures["time_to_target_s"],
+        "batches": figures["batches_to_target"],
+        "final_accuracy": figures["final_accuracy"],
+        "batches_range": figures["batches_to_target_range"],
+        "schedules_reaching": f"{figures['schedules_reaching_target']}/{figures['schedules']}",
+    }
     measured_traces = [item.measured] + [run(costed, curve_points=2).trace for _ in range(args.runs - 1)]
     measured = []
     for trace in measured_traces:
@@ -109,8 +118,9 @@ def verdict(row: dict) -> dict:
 
 def report(rows: dict, target: float) -> None:
     print(
-        f"\n| method | predicted batches to {target:g} | real runs: min-max (reached) | inside | "
-        f"predicted time (s) | real median (s) | time error | predicted / measured batches/s |"
+        f"\n| method | predicted batches to {target:g}: median (range, reached) | real runs: min-max "
+        "(reached) | inside | predicted time (s) | real median (s) | time error | predicted / measured "
+        "batches/s |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():
@@ -118,7 +128,7 @@ def report(rows: dict, target: float) -> None:
         span = f"{v.get('min')}-{v.get('max')} ({v['reached']})" if v.get("min") is not None else v["reached"]
         error = "-" if v["time_error"] is None else f"{100 * v['time_error']:+.1f}%"
         print(
-            f"| {name} | {p['batches']} | {span} | {v['inside']} | {_f(p['time_s'])} | "
+            f"| {name} | {p['batches']} ({_span(p)}) | {span} | {v['inside']} | {_f(p['time_s'])} | "
             f"{_f(v.get('median_s'))} | {error} | {row['predicted_batches_per_s']:.1f} / "
             f"{row['measured_batches_per_s']:.1f} |"
         )
@@ -126,6 +136,12 @@ def report(rows: dict, target: float) -> None:
     errors = [abs(e) for e in errors if e is not None]
     if errors:
         print(f"\nmedian |time error| {100 * statistics.median(errors):.1f}% (target <= 15%)")
+
+
+def _span(predicted: dict) -> str:
+    low_high = predicted.get("batches_range")
+    reach = predicted.get("schedules_reaching", "")
+    return f"{low_high[0]}-{low_high[1]}, {reach}" if low_high else reach
 
 
 def _f(value: float | None) -> str:

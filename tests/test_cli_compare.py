@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
+import simulator
 from pdasgd.cli.main import main
 
 TINY = """
@@ -113,12 +115,27 @@ def test_compare_accuracy_puts_the_predicted_time_to_target_beside_the_measured(
     accuracy = document["accuracy"]
     assert accuracy["target"] == 0.5 and (out / "accuracy.png").stat().st_size > 0
     scenario = load_scenario(out / "async-lu.scenario.toml")
-    for side in ("predicted", "measured"):
-        trace = Trace.load(out / f"async-lu.{side}.trace.json")
-        direct = replay(scenario, trace, eval_points=8)
-        reached = direct.time_to(0.5)
-        assert accuracy[side]["final_accuracy"] == direct.final_accuracy
-        assert accuracy[side]["time_to_target_s"] == (reached.time_s if reached else None)
+    measured_trace = Trace.load(out / "async-lu.measured.trace.json")
+    direct = replay(scenario, measured_trace, eval_points=8)
+    reached = direct.time_to(0.5)
+    assert accuracy["measured"]["final_accuracy"] == direct.final_accuracy
+    assert accuracy["measured"]["time_to_target_s"] == (reached.time_s if reached else None)
+    # predicted: the medians over the predicted schedule and four more noise seeds of the machine simulated
+    machine = load_scenario(out / "async-lu.machine.scenario.toml")
+    nominal = Trace.load(out / "async-lu.predicted.trace.json")
+    assert simulator.simulate(machine).spans == nominal.spans
+    seeds = [machine.with_overrides({"run.seed": s}) for s in (1, 2, 3, 4)]
+    schedules = [nominal] + [simulator.simulate(seeded) for seeded in seeds]
+    replays = [replay(scenario, trace, eval_points=8) for trace in schedules]
+    times = sorted(r.time_to(0.5).time_s if r.time_to(0.5) else math.inf for r in replays)
+    predicted = accuracy["predicted"]
+    assert predicted["schedules"] == 5
+    assert predicted["time_to_target_s"] == (None if times[2] == math.inf else times[2])
+    finals = sorted(r.final_accuracy for r in replays)
+    assert predicted["final_accuracy"] == finals[2]
+    reaching = [r.time_to(0.5).batches for r in replays if r.time_to(0.5)]
+    assert predicted["schedules_reaching_target"] == len(reaching)
+    assert predicted["batches_to_target_range"] == ([min(reaching), max(reaching)] if reaching else None)
     # the measured side is the real run's own accuracy: a replayed measured trace is exact
     assert accuracy["measured"]["final_accuracy"] == pytest.approx(document["measured"]["accuracy"], abs=1e-9)
     predicted, measured = accuracy["predicted"]["time_to_target_s"], accuracy["measured"]["time_to_target_s"]

@@ -11,6 +11,7 @@ and writes the curves as a plot (--plot) and everything as JSON (--json or --out
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 
 from pdasgd.cli.common import (
@@ -125,6 +126,37 @@ def accuracy_of(scenario: Scenario, trace, target: float, eval_points: int) -> d
     result = replay(scenario, trace, eval_points).to_dict(target)
     keys = ("final_accuracy", "time_to_target_s", "batches_to_target", "target", "curve", "losses")
     return {key: result[key] for key in keys}
+
+
+def predicted_accuracy(scenario: Scenario, traces: list, target: float, eval_points: int) -> dict:
+    """Replay each predicted schedule (`traces`: the nominal one and its op-noise variants, one sample each
+    of what the schedule does to training): the medians over them of the time and the batches to `target`
+    (a schedule that never reaches it counts as later than any that does) and of the final accuracy, their
+    ranges over the schedules that reached it, and the curve of the schedule with the median time."""
+    replays = [accuracy_of(scenario, trace, target, eval_points) for trace in traces]
+    late = float("inf")
+
+    def median_of(key: str) -> float | None:
+        value = statistics.median_low([late if r[key] is None else r[key] for r in replays])
+        return None if value == late else value
+
+    time_s = median_of("time_to_target_s")
+    shown = next((r for r in replays if r["time_to_target_s"] == time_s), replays[0])
+    reached = [r for r in replays if r["batches_to_target"] is not None]
+    return {
+        **shown,
+        "time_to_target_s": time_s,
+        "batches_to_target": median_of("batches_to_target"),
+        "final_accuracy": statistics.median([r["final_accuracy"] for r in replays]),
+        "schedules": len(replays),
+        "schedules_reaching_target": len(reached),
+        "time_to_target_range_s": _range([r["time_to_target_s"] for r in reached]),
+        "batches_to_target_range": _range([r["batches_to_target"] for r in reached]),
+    }
+
+
+def _range(values: list[float]) -> list[float] | None:
+    return [min(values), max(values)] if values else None
 
 
 def accuracy_error(predicted: dict, measured: dict) -> dict:
