@@ -190,6 +190,7 @@ def report(path: Path) -> str:
         if repro and cached
         else "reproducibility: too few repeats",
         _measurement_against_itself(rows),
+        _inside_over_runs(rows),
     ]
     return "\n".join(lines)
 
@@ -222,6 +223,32 @@ def _measurement_against_itself(rows: list[dict]) -> str:
         f"interval in {100 * inside / pairs:.0f}% of {pairs} pairs; same-scenario measured spread "
         f"(max - min) / median: median {100 * statistics.median(spreads):.1f}%, 90th "
         f"{100 * percentile(spreads, 0.9):.1f}%"
+    )
+
+
+def _inside_over_runs(rows: list[dict]) -> str:
+    """How often a prediction lies inside the 95% t-interval of the mean measured throughput over its
+    scenario's repeats (`pdasgd.intervals.mean_interval`): an interval over runs, which sees what changes
+    between runs on a shared machine, where a run's own interval over its batches does not."""
+    from pdasgd.intervals import mean_interval
+
+    by_name: dict[str, list[dict]] = {}
+    for row in rows:
+        by_name.setdefault(row["name"], []).append(row)
+    judged, inside, widths = 0, 0, []
+    for repeats in by_name.values():
+        if len(repeats) < 2:
+            continue
+        interval = mean_interval([r["measured"] for r in repeats])
+        widths.append(interval.relative_half_width)
+        judged += len(repeats)
+        inside += sum(interval.low <= r["predicted"] <= interval.high for r in repeats)
+    if not judged:
+        return "inside the interval over runs: too few repeats"
+    return (
+        f"predicted throughput inside the 95% interval of the mean over the scenario's repeated runs: "
+        f"{100 * inside / judged:.0f}% of {judged}; that interval's half-width: median "
+        f"{100 * statistics.median(widths):.1f}%"
     )
 
 
