@@ -20,21 +20,29 @@ COSTS_S = {"forward": 0.002, "backward": 0.004, "update": 0.001}
 LAYERS = 4
 
 
-def test_role_walls_run_from_a_batch_s_first_op_to_its_last() -> None:
+def test_role_walls_run_from_when_the_batch_could_start_to_its_last_op() -> None:
+    """From the later of the worker's previous op's end and the batch being there (a forward: batch i - 1
+    finished, with a window of 1; a backward: its forward done) to the role's last op: the Python before
+    the first op counts, waiting for the window, for a batch or for the worker does not."""
     spans = [
         Span("forward:0", "cpu", "forward", 0, 0, 0.0, 1.0),  # warm-up batch: left out
-        Span("forward:0", "cpu", "forward", 1, 0, 1.0, 1.5),
-        Span("forward:0", "cpu", "forward", 1, 1, 1.75, 2.0),  # the gap between ops counts
-        Span("backward:0", "cpu", "backward", 1, 1, 3.0, 3.5),
-        Span("backward:0", "cpu", "update", 1, 1, 3.5, 3.75),
-        Span("backward:0", "cpu", "backward", 1, 0, 3.75, 4.5),
-        Span("backward:0", "cpu", "update", 1, 0, 4.5, 5.0),
-        Span("forward:0", "cpu", "forward", 2, 0, 2.0, 2.25),
-        Span("backward:1", "cpu", "backward", 2, 0, 5.0, 5.5),
+        Span("backward:0", "cpu", "backward", 0, 0, 1.2, 2.0),
+        Span("backward:0", "cpu", "update", 0, 0, 2.0, 2.5),
+        # batch 1's forward may start at 2.5 (batch 0 done; the worker was free since 1.0)
+        Span("forward:0", "cpu", "forward", 1, 0, 3.0, 3.5),
+        Span("forward:0", "cpu", "forward", 1, 1, 3.75, 4.0),
+        # its backward: there at 4.0, the worker free since 2.5
+        Span("backward:0", "cpu", "backward", 1, 0, 4.25, 5.0),
+        Span("backward:0", "cpu", "update", 1, 0, 5.0, 5.25),
+        # batch 2: the window opens at 5.25, after the worker was free (4.0)
+        Span("forward:0", "cpu", "forward", 2, 0, 5.25, 6.0),
+        Span("backward:1", "cpu", "backward", 2, 0, 6.5, 7.0),  # a fresh worker: from the forward's end
         Span("comm", "cpu", "allreduce", None, None, 6.0, 7.0),  # not a role's op
     ]
     trace = Trace(spans, "executor", "async-bu", 2, 3, warmup=1)
-    assert role_walls(trace, warmup=1) == [[1.0, 0.25], [2.0, 0.5]]
+    assert role_walls(trace, warmup=1, window=1) == [[1.5, 0.75], [1.25, 1.0]]
+    # without a window a forward could start once its worker was free
+    assert role_walls(trace, warmup=1) == [[3.0, 2.0], [1.25, 1.0]]
 
 
 def scenario(seed: int = 0):

@@ -38,6 +38,7 @@ from pdasgd.cli.replay import (
     accuracy_of,
     add_accuracy_flags,
     check_accuracy_args,
+    noise_schedules,
     predicted_accuracy,
 )
 from pdasgd.comparison import COLUMNS, compare_summaries, comparison_rows
@@ -214,9 +215,6 @@ def run(args: argparse.Namespace) -> int:
 ACCURACY_COLUMNS = ["accuracy", "predicted", "measured", "error"]
 
 
-ACCURACY_SCHEDULES = 5  # predicted schedules replayed: the nominal one and four more op-noise seeds
-
-
 def add_accuracy(item: Comparison, target: float, eval_points: int, out_dir: Path) -> None:
     """Time to `target` from the predicted schedules replayed (`predicted_schedules`; their medians,
     `predicted_accuracy`), beside the measured run's (its trace replayed, which gives the run's own
@@ -240,18 +238,11 @@ def add_accuracy(item: Comparison, target: float, eval_points: int, out_dir: Pat
 
 
 def predicted_schedules(item: Comparison) -> list:
-    """The predicted trace and, when the simulated op times are noisy, the same machine simulated with
-    more noise seeds: how many batches a schedule needs varies with its noise as much as real runs vary
-    (120-190 batches to 95% over six seeds of one async-lu prediction, 130-165 over five real runs;
-    benchmarks/replay.md), so one schedule is one sample."""
-    import simulator
-
-    machine = item.machine
-    if machine is None or machine.delays.jitter_cv <= 0:
+    """The predicted trace and its op-noise variants on the machine it was simulated on
+    (`pdasgd.cli.replay.noise_schedules`)."""
+    if item.machine is None:
         return [item.predicted]
-    seeds = range(machine.run.seed + 1, machine.run.seed + ACCURACY_SCHEDULES)
-    more = [simulator.simulate(machine.with_overrides({"run.seed": seed})) for seed in seeds]
-    return [item.predicted, *more]
+    return noise_schedules(item.machine, item.predicted)
 
 
 def accuracy_rows(accuracy: dict) -> list[list[Any]]:

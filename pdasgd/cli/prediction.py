@@ -38,6 +38,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from typing import Any
 
@@ -154,7 +155,7 @@ def calibrated(runs: list, samples: list) -> tuple[tuple[float, float], float]:
     spread close to linear in the noise)."""
     model = Model(tuple(layer.layer("mean") for layer in samples))
     runs = [(dataclasses.replace(run, model=model), trace) for run, trace in runs]
-    real = _pooled([role_walls(trace, trace.warmup) for _, trace in runs])
+    real = _pooled([role_walls(trace, trace.warmup, _window(run)) for run, trace in runs])
     speeds, cv = (1.0, 1.0), batch_matched_cv(samples)
     for _ in range(CALIBRATION_ROUNDS):
         simulated = _pooled([_simulated_walls(run, trace, cv, speeds) for run, trace in runs])
@@ -180,25 +181,64 @@ def _simulated_walls(run: Scenario, trace, cv: float, speeds: tuple[float, float
     import simulator
     from pdasgd.machine import on_machine
 
-    return role_walls(simulator.simulate(on_machine(run, trace.device_slots, cv, speeds)), trace.warmup)
+    simulated = simulator.simulate(on_machine(run, trace.device_slots, cv, speeds))
+    return role_walls(simulated, trace.warmup, _window(run))
 
 
-def role_walls(trace, warmup: int) -> list[list[float]]:
-    """Per role (forward; backward and update), the wall time of each batch after `warmup`: from its first
-    op's start to its last op's end (the Python between ops and the waits for a core or the GIL
-    included)."""
+def _window(scenario: Scenario) -> int | None:
+    return scenario.workers.max_in_flight if scenario.definition.windowed else None
+
+
+def role_walls(trace, warmup: int, window: int | None = None) -> list[list[float]]:
+    """Per role (forward; backward and update), the wall time of each batch after `warmup`: from when its
+    worker could have started it to the end of its last op of that role. It could start once the worker's
+    previous op had ended and the batch was there: for a forward, batch i - `window` finished (methods with
+    a window); for a backward, the batch's forward done. So the Python before a role's first op (fetching
+    the batch, the hand-off), which the profiled costs include, counts, as do the waits for a core or the
+    GIL, while waiting for the window or for a batch does not."""
     first: dict[tuple[int, int], float] = {}
     last: dict[tuple[int, int], float] = {}
+    batch_end: dict[int, float] = {}
+    by_worker: dict[str, list] = {}
     for span in trace.spans:
-        if span.batch is None or span.batch < warmup or span.op not in ("forward", "backward", "update"):
+        if span.batch is None or span.op not in ("forward", "backward", "update"):
             continue
         key = (0 if span.op == "forward" else 1, span.batch)
         first[key] = min(first.get(key, span.start_s), span.start_s)
         last[key] = max(last.get(key, span.end_s), span.end_s)
+        batch_end[span.batch] = max(batch_end.get(span.batch, span.end_s), span.end_s)
+        by_worker.setdefault(span.worker, []).append((span.start_s, key))
+    ready = _worker_free(trace.spans, by_worker, first)
     walls: list[list[float]] = [[], []]
     for key, start_s in first.items():
-        walls[key[0]].append(last[key] - start_s)
+        role, batch = key
+        if batch < warmup:
+            continue
+        if role == 0:
+            there = batch_end.get(batch - window, -math.inf) if window and batch >= window else -math.inf
+        else:
+            there = last.get((0, batch), -math.inf)
+        walls[role].append(last[key] - min(start_s, max(ready.get(key, -math.inf), there)))
     return walls
+
+
+def _worker_free(spans, by_worker: dict[str, list], first: dict) -> dict[tuple[int, int], float]:
+    """For each (role, batch), when its worker's ops before the role's first op had all ended."""
+    ends = {}
+    for span in spans:
+        if span.batch is not None and span.op in ("forward", "backward", "update"):
+            ends.setdefault(span.worker, []).append((span.start_s, span.end_s))
+    free: dict[tuple[int, int], float] = {}
+    for worker, starts in by_worker.items():
+        timeline = sorted(ends[worker])
+        firsts = sorted((start_s, key) for start_s, key in starts if start_s == first[key])
+        latest_s, i = -math.inf, 0
+        for start_s, key in firsts:
+            while i < len(timeline) and timeline[i][0] < start_s:
+                latest_s = max(latest_s, timeline[i][1])
+                i += 1
+            free[key] = latest_s
+    return free
 
 
 @dataclasses.dataclass(frozen=True)

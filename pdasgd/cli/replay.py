@@ -128,6 +128,23 @@ def accuracy_of(scenario: Scenario, trace, target: float, eval_points: int) -> d
     return {key: result[key] for key in keys}
 
 
+ACCURACY_SCHEDULES = 5  # predicted schedules replayed: the nominal one and four more op-noise seeds
+
+
+def noise_schedules(scenario: Scenario, nominal) -> list:
+    """The simulated trace `nominal` of `scenario` and, when its op times are noisy, the same scenario
+    simulated with four more noise seeds: how many batches a schedule needs to reach a target varies
+    with its noise as much as real runs vary (120-190 batches to 95% over six seeds of one async-lu
+    prediction, 130-165 over five real runs; benchmarks/replay.md), so one schedule is one sample."""
+    import simulator
+
+    if scenario.delays.jitter_cv <= 0:
+        return [nominal]
+    seeds = range(scenario.run.seed + 1, scenario.run.seed + ACCURACY_SCHEDULES)
+    more = [simulator.simulate(scenario.with_overrides({"run.seed": seed}), progress=False) for seed in seeds]
+    return [nominal, *more]
+
+
 def predicted_accuracy(scenario: Scenario, traces: list, target: float, eval_points: int) -> dict:
     """Replay each predicted schedule (`traces`: the nominal one and its op-noise variants, one sample each
     of what the schedule does to training): the medians over them of the time and the batches to `target`

@@ -4,11 +4,11 @@
 `delays.handoff_s`, `method`). Every point is validated before anything runs. Points are simulated in a
 process pool with a progress bar; `--real` also runs each point for real with the executor (one at a time,
 since a real run wants every core) and adds measured columns. `--accuracy` replays every point's simulated
-trace on the real network (`pdasgd replay`) and adds the predicted time and batches to `--target` accuracy
-and the final accuracy (with `--real`, the measured ones too, from the real runs' traces). DIR gets
-sweep.csv, throughput.png and staleness.png (predicted against the first varied key, one line per
-combination of the others, with the closed-form theory dashed where it applies), and time_to_accuracy.png
-with --accuracy.
+trace on the real network (`pdasgd replay`; with op noise, five noise seeds of it and their medians) and
+adds the predicted time and batches to `--target` accuracy and the final accuracy (with `--real`, the
+measured ones too, from the real runs' traces). DIR gets sweep.csv, throughput.png and staleness.png
+(predicted against the first varied key, one line per combination of the others, with the closed-form
+theory dashed where it applies), and time_to_accuracy.png with --accuracy.
 """
 
 from __future__ import annotations
@@ -29,7 +29,13 @@ from pdasgd.cli.common import (
     output_dir,
     print_json,
 )
-from pdasgd.cli.replay import accuracy_of, add_accuracy_flags, check_accuracy_args
+from pdasgd.cli.replay import (
+    accuracy_of,
+    add_accuracy_flags,
+    check_accuracy_args,
+    noise_schedules,
+    predicted_accuracy,
+)
 from pdasgd.io import atomic_write_text
 from pdasgd.scenario import Scenario, load_scenario
 from pdasgd.sweep import grid, parse_vary, sweep_row, to_csv
@@ -92,8 +98,9 @@ def measure_all(points: list, progress: bool) -> list:
 
 
 def accuracy_columns(points: list, measured: list, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Per point: the predicted (simulated trace replayed) and, with --real, measured time and batches to
-    the target and final accuracy."""
+    """Per point: the predicted (the simulated trace replayed; with op noise, the medians over five noise
+    seeds, `predicted_accuracy`) and, with --real, measured time and batches to the target and final
+    accuracy."""
     from tqdm import tqdm
 
     import simulator
@@ -102,12 +109,12 @@ def accuracy_columns(points: list, measured: list, args: argparse.Namespace) -> 
     for (_, scenario), real in tqdm(
         list(zip(points, measured, strict=True)), desc="replay", disable=args.no_progress or args.json
     ):
-        sides = {"predicted": simulator.simulate(scenario, progress=False)}
+        schedules = noise_schedules(scenario, simulator.simulate(scenario, progress=False))
+        sides = {"predicted": predicted_accuracy(scenario, schedules, args.target, args.eval_points)}
         if real is not None:
-            sides["measured"] = real.trace
+            sides["measured"] = accuracy_of(scenario, real.trace, args.target, args.eval_points)
         row: dict[str, Any] = {}
-        for side, trace in sides.items():
-            figures = accuracy_of(scenario, trace, args.target, args.eval_points)
+        for side, figures in sides.items():
             row[f"{side}_time_to_target_s"] = figures["time_to_target_s"]
             row[f"{side}_batches_to_target"] = figures["batches_to_target"]
             row[f"{side}_final_accuracy"] = figures["final_accuracy"]
