@@ -199,7 +199,7 @@ def role_walls(trace, warmup: int, window: int | None = None) -> list[list[float
     first: dict[tuple[int, int], float] = {}
     last: dict[tuple[int, int], float] = {}
     batch_end: dict[int, float] = {}
-    by_worker: dict[str, list] = {}
+    by_worker: dict[str, list[tuple[float, float, tuple[int, int]]]] = {}
     for span in trace.spans:
         if span.batch is None or span.op not in ("forward", "backward", "update"):
             continue
@@ -207,8 +207,8 @@ def role_walls(trace, warmup: int, window: int | None = None) -> list[list[float
         first[key] = min(first.get(key, span.start_s), span.start_s)
         last[key] = max(last.get(key, span.end_s), span.end_s)
         batch_end[span.batch] = max(batch_end.get(span.batch, span.end_s), span.end_s)
-        by_worker.setdefault(span.worker, []).append((span.start_s, key))
-    ready = _worker_free(trace.spans, by_worker, first)
+        by_worker.setdefault(span.worker, []).append((span.start_s, span.end_s, key))
+    free = {key: s for ops in by_worker.values() for key, s in _free_before_first_ops(ops, first).items()}
     walls: list[list[float]] = [[], []]
     for key, start_s in first.items():
         role, batch = key
@@ -218,26 +218,19 @@ def role_walls(trace, warmup: int, window: int | None = None) -> list[list[float
             there = batch_end.get(batch - window, -math.inf) if window and batch >= window else -math.inf
         else:
             there = last.get((0, batch), -math.inf)
-        walls[role].append(last[key] - min(start_s, max(ready.get(key, -math.inf), there)))
+        walls[role].append(last[key] - min(start_s, max(free.get(key, -math.inf), there)))
     return walls
 
 
-def _worker_free(spans, by_worker: dict[str, list], first: dict) -> dict[tuple[int, int], float]:
-    """For each (role, batch), when its worker's ops before the role's first op had all ended."""
-    ends = {}
-    for span in spans:
-        if span.batch is not None and span.op in ("forward", "backward", "update"):
-            ends.setdefault(span.worker, []).append((span.start_s, span.end_s))
+def _free_before_first_ops(ops: list, first: dict) -> dict[tuple[int, int], float]:
+    """For one worker's ops, (start, end, (role, batch)): when every op that started before each role's
+    first op had ended."""
     free: dict[tuple[int, int], float] = {}
-    for worker, starts in by_worker.items():
-        timeline = sorted(ends[worker])
-        firsts = sorted((start_s, key) for start_s, key in starts if start_s == first[key])
-        latest_s, i = -math.inf, 0
-        for start_s, key in firsts:
-            while i < len(timeline) and timeline[i][0] < start_s:
-                latest_s = max(latest_s, timeline[i][1])
-                i += 1
+    latest_s = -math.inf
+    for start_s, end_s, key in sorted(ops):
+        if start_s == first[key] and key not in free:
             free[key] = latest_s
+        latest_s = max(latest_s, end_s)
     return free
 
 
