@@ -455,5 +455,8 @@ def test_a_rank_whose_communication_is_delayed_slows_no_rank_s_compute(tmp_path:
     makespan_s = max(s.end_s for s in delayed.spans)
     # the delay holds every round (rank 0 waits for its partner's), so few exchanges happen ...
     assert delayed.info["gossip_exchanges"] <= makespan_s / 0.1 + 2 < plain.info["gossip_exchanges"]
-    for rank in range(2):  # ... but no worker ever waits for communication
-        assert rank_rate(delayed, rank) >= 0.75 * rank_rate(plain, rank)
+    # ... but no worker ever waits for communication. Rounds follow each other, so workers that waited for
+    # them would stand still most of the time; the rate is only bounded loosely, since two runs in a row
+    # on a shared 2-core machine differ by 20-30% (401 against 554 batches/s once, fewer exchanges and all)
+    for rank in range(2):
+        assert rank_rate(delayed, rank) >= 0.5 * rank_rate(plain, rank)
