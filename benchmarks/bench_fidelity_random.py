@@ -162,14 +162,12 @@ def report(path: Path) -> str:
     meet = [r["throughput_intervals"]["consistent"] and r["staleness_intervals"]["consistent"] for r in rows]
     meet_thr = [r["throughput_intervals"]["consistent"] for r in rows]
     inside = [r["throughput_intervals"]["inside"] for r in rows]
-    repro = []
-    for name in dict.fromkeys(r["name"] for r in rows):
-        fresh = [r["predicted"] for r in rows if r["name"] == name and r["fresh_profile"]]
+    repro, cached = [], []
+    for repeats in by_scenario(rows).values():
+        fresh = [r["predicted"] for r in repeats if r["fresh_profile"]]
         if len(fresh) >= 2:
             repro.append(abs(fresh[0] - fresh[1]) / statistics.fmean(fresh[:2]))
-    cached = []
-    for name in dict.fromkeys(r["name"] for r in rows):
-        mine = [r["predicted"] for r in rows if r["name"] == name]
+        mine = [r["predicted"] for r in repeats]
         if len(mine) >= 3:
             cached.append(abs(mine[2] - mine[1]) / statistics.fmean(mine[1:3]))
     lines = [
@@ -195,6 +193,14 @@ def report(path: Path) -> str:
     return "\n".join(lines)
 
 
+def by_scenario(rows: list[dict]) -> dict[str, list[dict]]:
+    """The rows of each scenario, in the order its repeats ran."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row["name"], []).append(row)
+    return grouped
+
+
 def _at_fair_share(row: dict) -> float:
     """The prediction at speed 1 (rows written before the role speeds: without the cores' efficiency)."""
     return row.get("predicted_at_fair_share", row.get("predicted_without_efficiency"))
@@ -203,11 +209,8 @@ def _at_fair_share(row: dict) -> float:
 def _measurement_against_itself(rows: list[dict]) -> str:
     """How often one repeat's measured throughput lies inside another repeat's measured interval (same
     scenario): what a prediction equal to a real run would score on "inside the measured interval"."""
-    by_name: dict[str, list[dict]] = {}
-    for row in rows:
-        by_name.setdefault(row["name"], []).append(row)
     pairs, inside, spreads = 0, 0, []
-    for repeats in by_name.values():
+    for repeats in by_scenario(rows).values():
         measured = [r["measured"] for r in repeats]
         if len(measured) > 1:
             spreads.append((max(measured) - min(measured)) / statistics.median(measured))
@@ -232,11 +235,8 @@ def _inside_over_runs(rows: list[dict]) -> str:
     between runs on a shared machine, where a run's own interval over its batches does not."""
     from pdasgd.intervals import mean_interval
 
-    by_name: dict[str, list[dict]] = {}
-    for row in rows:
-        by_name.setdefault(row["name"], []).append(row)
     judged, inside, widths = 0, 0, []
-    for repeats in by_name.values():
+    for repeats in by_scenario(rows).values():
         if len(repeats) < 2:
             continue
         interval = mean_interval([r["measured"] for r in repeats])

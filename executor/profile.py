@@ -356,13 +356,12 @@ def _as_spans(layers: list[LayerSamples]) -> list[_Span]:
 
 @dataclass(frozen=True)
 class Layout:
-    """What a calibration run of the scenario's own workers measured: per-layer CPU costs (`layers`), how
-    precisely (`precision`), and the share of core time the run spent neither in its threads' work nor in
-    the waits its schedule explains (`idle_share`, filled in by the caller that simulates the run)."""
+    """What calibration runs of the scenario's own workers measured: per-layer CPU costs (`layers`), how
+    precisely (`precision`), and the runs themselves, whose walls calibrate the simulated CPU
+    (`pdasgd.cli.prediction.calibrated`)."""
 
     layers: list[LayerSamples]
     precision: Precision
-    cpu_share: float  # worker threads' CPU time over cores x the runs' makespans
     runs: list  # (scenario, trace) of each calibration run
 
 
@@ -379,7 +378,7 @@ def measure_layout_precisely(
 
     started = time.perf_counter()
     op_cpu: dict[tuple[int, str], list[float]] = defaultdict(list)
-    role_op_s, role_thread_s, cpu_s, core_s, traces = defaultdict(float), defaultdict(float), 0.0, 0.0, []
+    role_op_s, role_thread_s, traces = defaultdict(float), defaultdict(float), []
     totals: dict[str, dict[int, float]] = {"forward": defaultdict(float), "backward": defaultdict(float)}
     batches, warmup = 40, 20
     while True:
@@ -397,13 +396,11 @@ def measure_layout_precisely(
             for op, batch, layer, seconds in rows:
                 if op == "thread":
                     role_thread_s[role] += seconds
-                    cpu_s += seconds
                     continue
                 role_op_s[role] += seconds
                 if batch >= warmup:
                     op_cpu[(layer, op)].append(seconds)
                     totals["forward" if op == "forward" else "backward"][(len(traces), batch)] += seconds
-        core_s += next(iter(result.trace.device_slots.values())) * _makespan(result.trace)
         done = sorted(set(totals["forward"]) & set(totals["backward"]))
         measured = Precision(
             len(done),
@@ -424,14 +421,10 @@ def measure_layout_precisely(
         )
         for m, layer in enumerate(solo)
     ]
-    return Layout(layers, measured, cpu_s / core_s if core_s else 1.0, traces)
+    return Layout(layers, measured, traces)
 
 
 def _role(scenario: Scenario, op: str) -> str:
     """The role that runs `op` in the calibration's accounting: forward ops on forward workers in a
     method with two roles; everything else on the single role ("backward" then stands for all)."""
     return "forward" if op == "forward" and scenario.definition.windowed else "backward"
-
-
-def _makespan(trace) -> float:
-    return max(s.end_s for s in trace.spans) - min(s.start_s for s in trace.spans) if trace.spans else 0.0

@@ -140,7 +140,7 @@ def _measured(scenario: Scenario, kind: str, solo, fresh: bool):
         layout = measure_layout_precisely(scenario, solo)
         samples, precision = layout.layers, layout.precision
         speeds, jitter_cv = calibrated(layout.runs, samples)
-        extra = {"cpu_share": layout.cpu_share, "speeds": list(speeds), "jitter_cv": jitter_cv}
+        extra = {"speeds": list(speeds), "jitter_cv": jitter_cv}
     profile_cache.store(entry, samples, precision, extra)
     return samples, precision, None, extra
 
