@@ -6,7 +6,7 @@ bench_time_to_accuracy.py (batch 64, lr 0.02, momentum 0.9), one scenario each, 
 
 - predicted: `pdasgd compare`'s own path (`compare_one`: profile, one real run, the simulator on the
   machine that run used), then `compare --accuracy`'s: the predicted schedule and four more op-noise seeds
-  of it replayed on the real network (`executor.replay`), their medians (`predicted_accuracy`);
+  of it replayed on the real network (`executor.replay`), their medians (`median_accuracy`);
 - measured: that real run and --runs - 1 more of the same scenario, each run's trace replayed with the same
   evaluation grid. A replayed measured trace gives the run's own parameters (tests/test_replay.py), so
   this is the run's accuracy curve, evaluated every `--every` batches instead of the run's 10 snapshots;
@@ -29,7 +29,7 @@ import sys
 from executor.replay import replay
 from executor.runtime import run
 from pdasgd.cli.compare import compare_one, predicted_schedules
-from pdasgd.cli.replay import predicted_accuracy
+from pdasgd.cli.replay import median_accuracy
 from pdasgd.scenario import parse_scenario
 
 METHODS = {
@@ -75,7 +75,7 @@ def one_method(name: str, method: str, workers: dict, args: argparse.Namespace) 
     points = args.batches // args.every
     item = compare_one(scenario(method, workers, args.batches), baseline=False)
     costed = item.scenario  # with the profiled layer costs
-    figures = predicted_accuracy(costed, predicted_schedules(item), args.target, points)
+    figures = median_accuracy(costed, predicted_schedules(item), args.target, points)
     predicted = {
         "time_s": figures["time_to_target_s"],
         "batches": figures["batches_to_target"],

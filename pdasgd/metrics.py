@@ -16,6 +16,9 @@ the theory):
   missing either are skipped.
 - Utilisation of a device = busy time (every op but `wait`; at each instant at most `slots` ops count) /
   (slots x makespan).
+
+`mean_summary(summaries)` is the summary of several runs of one scenario: each figure's mean over the runs
+(maxima: the largest), which `compare --runs N` reports as the measurement.
 """
 
 from __future__ import annotations
@@ -108,6 +111,40 @@ def build_summary(
         utilization=utilization_,
         memory_peak_bytes=memory_peak_bytes,
         accuracy=get("accuracy"),
+    )
+
+
+def mean_summary(summaries: list[Summary]) -> Summary:
+    """Several runs of one scenario as one summary: every figure the mean over the runs (per layer, per
+    device), the staleness and memory maxima the largest; a figure missing from any run is missing."""
+    first = summaries[0]
+    if len(summaries) == 1:
+        return first
+
+    def mean(values: list) -> float | None:
+        return None if any(v is None for v in values) else float(np.mean(values))
+
+    def per_layer(get) -> list[float]:
+        return [float(v) for v in np.mean([get(s) for s in summaries], axis=0)]
+
+    peaks = [s.memory_peak_bytes for s in summaries]
+    return Summary(
+        source=first.source,
+        method=first.method,
+        batches=first.batches,
+        makespan_s=mean([s.makespan_s for s in summaries]),
+        throughput_batches_per_s=mean([s.throughput_batches_per_s for s in summaries]),
+        speedup_vs_sequential=mean([s.speedup_vs_sequential for s in summaries]),
+        staleness=Staleness(
+            mean=mean([s.staleness.mean for s in summaries]),
+            max=max(s.staleness.max for s in summaries),
+            per_layer_mean=per_layer(lambda s: s.staleness.per_layer_mean),
+            per_layer_max=[int(v) for v in np.max([s.staleness.per_layer_max for s in summaries], axis=0)],
+        ),
+        time_staleness_s=TimeStaleness(per_layer(lambda s: s.time_staleness_s.per_layer_mean)),
+        utilization={d: mean([s.utilization.get(d) for s in summaries]) for d in first.utilization},
+        memory_peak_bytes=None if None in peaks else max(peaks),
+        accuracy=mean([s.accuracy for s in summaries]),
     )
 
 

@@ -60,7 +60,9 @@ def interval_lines(document: dict[str, Any]) -> list[str]:
             f"| {label} | {_interval(row['predicted'])} | {_interval(row['measured'])} | "
             f"{'yes' if row['consistent'] else 'no'} | {'yes' if row['inside'] else 'no'} |"
         )
-    notes = [*document.get("profile", {}).get("notes", []), *intervals["warnings"]]
+    over = intervals.get("measured_interval")
+    notes = [*document.get("profile", {}).get("notes", []), *([f"measured: {over}"] if over else [])]
+    notes += intervals["warnings"]
     return [*lines, "", *[f"- {note}" for note in notes], ""]
 
 

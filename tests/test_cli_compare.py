@@ -39,7 +39,8 @@ def compared(tmp_path_factory):
 
 def test_compare_json_has_predicted_measured_theory_and_errors(compared, capsys):
     folder, out = compared
-    assert main(["compare", str(folder / "tiny.toml"), "--out", str(out), "--json"]) == 0
+    args = ["compare", str(folder / "tiny.toml"), "--out", str(out), "--json", "--runs", "2"]
+    assert main(args) == 0
     document = json.loads(capsys.readouterr().out)
     assert {"predicted", "measured", "theory", "error"} <= set(document)
     assert document["predicted"]["source"] == "simulator"
@@ -69,6 +70,26 @@ def test_compare_json_has_predicted_measured_theory_and_errors(compared, capsys)
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "| throughput (batches/s) |" in report and "![" in report
+    # two runs: the measurement is their mean, its interval the t-interval over them (t(0.975, 1) = 12.706)
+    runs = document["measured_runs"]
+    rates = [r["throughput_batches_per_s"] for r in runs]
+    assert len(runs) == 2 and (out / "async-lu.measured.run2.trace.json").is_file()
+    assert measured == pytest.approx(sum(rates) / 2)
+    half = 12.706204736174707 * abs(rates[0] - rates[1]) / 2**0.5 / 2**0.5
+    interval = document["intervals"]["throughput"]["measured"]
+    assert (interval["low"], interval["high"]) == pytest.approx((measured - half, measured + half))
+    stale = [r["staleness_mean"] for r in runs]
+    assert document["measured"]["staleness"]["mean"] == pytest.approx(sum(stale) / 2)
+    assert document["intervals"]["measured_runs"] == 2
+    assert "the mean over 2 runs" in report
+
+
+def test_compare_runs_must_be_at_least_one(compared, capsys):
+    folder, _ = compared
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", str(folder / "tiny.toml"), "--out", str(folder / "none"), "--runs", "0"])
+    assert exit_.value.code == 2 and "--runs" in capsys.readouterr().err
+    assert not (folder / "none").exists()
 
 
 def test_compare_bad_scenario_is_one_line(tmp_path, capsys):
@@ -110,16 +131,18 @@ def test_compare_accuracy_puts_the_predicted_time_to_target_beside_the_measured(
     (tmp_path / "tiny.toml").write_text(TINY.replace("batches = 30", "batches = 80"))
     out = tmp_path / "out"
     args = ["compare", str(tmp_path / "tiny.toml"), "--out", str(out), "--json", "--no-progress"]
-    assert main([*args, "--accuracy", "--target", "0.5", "--eval-points", "8"]) == 0
+    assert main([*args, "--accuracy", "--target", "0.5", "--eval-points", "8", "--runs", "2"]) == 0
     document = json.loads(capsys.readouterr().out)
     accuracy = document["accuracy"]
     assert accuracy["target"] == 0.5 and (out / "accuracy.png").stat().st_size > 0
     scenario = load_scenario(out / "async-lu.scenario.toml")
-    measured_trace = Trace.load(out / "async-lu.measured.trace.json")
-    direct = replay(scenario, measured_trace, eval_points=8)
-    reached = direct.time_to(0.5)
-    assert accuracy["measured"]["final_accuracy"] == direct.final_accuracy
-    assert accuracy["measured"]["time_to_target_s"] == (reached.time_s if reached else None)
+    # measured: the medians over the two real runs, each trace replayed
+    runs = [Trace.load(out / f"async-lu.measured{tag}.trace.json") for tag in ("", ".run2")]
+    direct = [replay(scenario, trace, eval_points=8) for trace in runs]
+    times = sorted(r.time_to(0.5).time_s if r.time_to(0.5) else math.inf for r in direct)
+    assert accuracy["measured"]["final_accuracy"] == pytest.approx(sum(r.final_accuracy for r in direct) / 2)
+    assert accuracy["measured"]["time_to_target_s"] == (None if times[0] == math.inf else times[0])
+    assert accuracy["measured"]["schedules"] == 2
     # predicted: the medians over the predicted schedule and four more noise seeds of the machine simulated
     machine = load_scenario(out / "async-lu.machine.scenario.toml")
     nominal = Trace.load(out / "async-lu.predicted.trace.json")
@@ -136,7 +159,7 @@ def test_compare_accuracy_puts_the_predicted_time_to_target_beside_the_measured(
     reaching = [r.time_to(0.5).batches for r in replays if r.time_to(0.5)]
     assert predicted["schedules_reaching_target"] == len(reaching)
     assert predicted["batches_to_target_range"] == ([min(reaching), max(reaching)] if reaching else None)
-    # the measured side is the real run's own accuracy: a replayed measured trace is exact
+    # the measured side is the real runs' own accuracy (their mean): a replayed measured trace is exact
     assert accuracy["measured"]["final_accuracy"] == pytest.approx(document["measured"]["accuracy"], abs=1e-9)
     predicted, measured = accuracy["predicted"]["time_to_target_s"], accuracy["measured"]["time_to_target_s"]
     if predicted is not None and measured is not None:

@@ -107,3 +107,24 @@ def test_run_intervals_hold_the_point_values() -> None:
     staleness = staleness_intervals(trace)
     assert staleness["mean"].value == pytest.approx(np.mean(stale))
     assert staleness["per_layer"][0].low < np.mean(stale) < staleness["per_layer"][0].high
+
+
+def test_several_runs_are_judged_by_the_t_interval_of_their_mean() -> None:
+    from pdasgd.cli.prediction import measured_over_runs
+    from pdasgd.metrics import summarize
+
+    rng = np.random.default_rng(5)
+    traces = [
+        steady_trace(list(rng.uniform(0.9, 1.1, 100) * speed), [int(x) for x in rng.integers(0, 3, 100)])
+        for speed in (1.0, 1.2, 0.8)
+    ]
+    summaries = [summarize(t) for t in traces]
+    over = measured_over_runs(summaries, traces[0])
+    rates = [s.throughput_batches_per_s for s in summaries]
+    half = 4.302652729911275 * np.std(rates, ddof=1) / math.sqrt(3)  # t(0.975, 2)
+    assert over["runs"] == 3 and over["throughput"].value == pytest.approx(np.mean(rates))
+    assert over["throughput"].high - over["throughput"].value == pytest.approx(half)
+    assert over["staleness"].value == pytest.approx(np.mean([s.staleness.mean for s in summaries]))
+    # the first run's own bootstrap interval stays, for the "run too short" warnings
+    assert over["within_run"]["throughput"] == throughput_interval(traces[0])
+    assert measured_over_runs(summaries[:1], traces[0])["throughput"] == throughput_interval(traces[0])

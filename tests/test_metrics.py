@@ -130,3 +130,25 @@ def test_busy_slot_time_counts_at_most_slots_ops_at_once() -> None:
     assert busy_slot_s(intervals, 2) == pytest.approx(4.5)  # 1.5 -> 2.0 three are open, two count
     assert busy_slot_s([(0.0, 1.0), (1.0, 2.0)], 1) == pytest.approx(2.0)  # touching intervals do not overlap
     assert busy_slot_s([], 2) == 0.0
+
+
+def test_the_summary_of_several_runs_is_each_figure_s_mean_and_the_largest_maxima() -> None:
+    from pdasgd.metrics import mean_summary
+
+    first = summarize(pipeline_trace())
+    slower = dataclasses.replace(
+        pipeline_trace(), spans=[scaled_span(s, 2.0) for s in pipeline_trace().spans]
+    )
+    second = summarize(slower)
+    both = mean_summary([first, second]).to_dict()
+    assert both["throughput_batches_per_s"] == (3 / 8.0 + 3 / 16.0) / 2
+    assert both["makespan_s"] == 12.0
+    assert both["speedup_vs_sequential"] == (4.0 * 3 / 8.0 + 4.0 * 3 / 16.0) / 2
+    assert both["time_staleness_s"] == {"per_layer_mean": [6.0, 3.0]}  # times double, versions do not
+    assert both["staleness"] == first.to_dict()["staleness"]
+    assert both["utilization"] == first.utilization and both["accuracy"] is None
+    assert mean_summary([first]) is first
+
+
+def scaled_span(span: Span, factor: float) -> Span:
+    return dataclasses.replace(span, start_s=span.start_s * factor, end_s=span.end_s * factor)

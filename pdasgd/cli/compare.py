@@ -5,7 +5,8 @@ For each method compared:
    the scenario gives them (`--profile` measures anyway): one worker alone for sequential, a short
    forward + backward pipeline for the other methods (ops run slower there);
 2. the real run (`executor.run`) gives the measured trace; a sequential run on the same batches gives the
-   measured speed-up's reference;
+   measured speed-up's reference; with `--runs N` the scenario runs N times, the measurement is the mean
+   over the runs (`pdasgd.metrics.mean_summary`) and its interval one over the runs;
 3. the simulator predicts the same schedule on the machine the run used (`pdasgd.machine.on_machine`: all
    workers share the run's device and its slots, with the op-time noise the profile saw); its speed-up is
    relative to the solo costs;
@@ -28,18 +29,19 @@ from pdasgd.cli.common import (
     eprint,
     folder_name,
     format_table,
+    int_between,
     output_dir,
     print_json,
     with_batches,
 )
-from pdasgd.cli.prediction import Profiled, judge, measured, predict, profiled
+from pdasgd.cli.prediction import Profiled, judge, measured_over_runs, predict, profiled
 from pdasgd.cli.replay import (
     accuracy_error,
     accuracy_of,
     add_accuracy_flags,
     check_accuracy_args,
+    median_accuracy,
     noise_schedules,
-    predicted_accuracy,
 )
 from pdasgd.comparison import COLUMNS, compare_summaries, comparison_rows
 from pdasgd.io import atomic_write_text
@@ -65,6 +67,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="profile anew even if the same network was profiled in the last 15 minutes",
     )
     parser.add_argument("--batches", type=int, metavar="N", help="override run.batches")
+    parser.add_argument(
+        "--runs",
+        type=int_between(1, 20),
+        default=1,
+        metavar="N",
+        help="real runs to measure (default 1): the measurement is their mean and its interval the 95%% "
+        "t-interval over them, which holds what changes from run to run on a shared machine; one run's "
+        "interval is a bootstrap over its batches and does not (the accuracy: the median over the runs)",
+    )
     add_accuracy_flags(parser, "the predicted trace replayed, beside the measured run's")
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     add_json_flag(parser)
@@ -84,6 +95,11 @@ class Comparison:
     summaries: dict[str, Any]  # "predicted" / "measured" -> Summary
     sequential_batch_s: float | None
     machine: Scenario | None = None  # what the simulator predicted: the scenario on the run's machine
+    more_runs: list = dataclasses.field(default_factory=list)  # the measured runs after the first (--runs)
+
+    def runs(self) -> list:
+        """Every measured trace, the first (`measured`, whose Gantt chart the report shows) first."""
+        return [self.measured, *self.more_runs]
 
 
 def compare_one(
@@ -93,13 +109,15 @@ def compare_one(
     force: bool = False,
     fresh: bool = False,
     baseline: bool = True,
+    runs: int = 1,
 ) -> Comparison:
     """Profile, run, simulate and compare one scenario; `sequential_batch_s` (or `baseline=False`, which
     leaves the measured speed-up out) skips the baseline run; `fresh` profiles anew even if a recent
-    profile of the same network exists."""
+    profile of the same network exists; `runs` real runs make the measurement their mean, with an
+    interval over them (`pdasgd.cli.prediction.measured_over_runs`)."""
     import executor
     from pdasgd.closed_forms import theory_for
-    from pdasgd.metrics import steady_time_per_batch_s, summarize
+    from pdasgd.metrics import mean_summary, steady_time_per_batch_s, summarize
 
     costs = profiled(scenario, force, fresh)
     scenario = costs.scenario
@@ -108,11 +126,12 @@ def compare_one(
     measured_trace = executor.run(scenario, progress=progress, baseline=baseline).trace
     if alone:  # this run is its own sequential reference
         sequential_batch_s = steady_time_per_batch_s(measured_trace)
+    reference_s = sequential_batch_s if sequential_batch_s is not None else measured_trace.sequential_batch_s
+    more = [executor.run(scenario, progress=progress).trace for _ in range(runs - 1)]
+    run_summaries = [summarize(measured_trace, sequential_batch_s=sequential_batch_s)]
+    run_summaries += [summarize(t, sequential_batch_s=_reference(t, alone, reference_s)) for t in more]
     prediction = predict_beside(costs, measured_trace, progress)
-    summaries = {
-        "predicted": prediction["summary"],
-        "measured": summarize(measured_trace, sequential_batch_s=sequential_batch_s),
-    }
+    summaries = {"predicted": prediction["summary"], "measured": mean_summary(run_summaries)}
     document = compare_summaries(
         summaries["predicted"].to_dict(), summaries["measured"].to_dict(), theory_for(scenario)
     )
@@ -128,8 +147,11 @@ def compare_one(
         "notes": costs.notes(),
     }
     counted = measured_trace.batches - measured_trace.warmup
-    document["intervals"] = judge(prediction, measured(measured_trace), counted)
-    reference_s = sequential_batch_s if sequential_batch_s is not None else measured_trace.sequential_batch_s
+    document["intervals"] = judge(prediction, measured_over_runs(run_summaries, measured_trace), counted)
+    document["measured_runs"] = [
+        {"throughput_batches_per_s": s.throughput_batches_per_s, "staleness_mean": s.staleness.mean}
+        for s in run_summaries
+    ]
     return Comparison(
         scenario.method,
         scenario,
@@ -139,7 +161,15 @@ def compare_one(
         summaries,
         reference_s,
         prediction["machine"],
+        more,
     )
+
+
+def _reference(trace: Any, alone: bool, reference_s: float | None) -> float | None:
+    """A later run's sequential time per batch: its own for one worker, else the first run's."""
+    from pdasgd.metrics import steady_time_per_batch_s
+
+    return steady_time_per_batch_s(trace) if alone else reference_s
 
 
 def predict_beside(costs: Profiled, measured_trace: Any, progress: bool = False) -> dict[str, Any]:
@@ -166,6 +196,8 @@ def write_outputs(out_dir: Path, title: str, comparisons: list[Comparison], note
             save_scenario(item.machine, out_dir / f"{tag}.machine.scenario.toml")
         item.predicted.save(out_dir / f"{tag}.predicted.trace.json")
         item.measured.save(out_dir / f"{tag}.measured.trace.json")
+        for number, trace in enumerate(item.more_runs, start=2):
+            trace.save(out_dir / f"{tag}.measured.run{number}.trace.json")
         item.measured.save_chrome(out_dir / f"{tag}.measured.chrome.json")
         for side, trace in (("predicted", item.predicted), ("measured", item.measured)):
             gantt(trace, out_dir / f"{tag}.gantt.{side}.png", title=f"{tag}: {side}")
@@ -196,8 +228,12 @@ def run(args: argparse.Namespace) -> int:
     check_accuracy_args(args, [scenario])
     out_dir = output_dir(args.out or Path("pdasgd-compare") / folder_name(scenario.name), "--out")
     progress = not args.no_progress and not args.json
-    item = compare_one(scenario, progress=progress, force=args.profile, fresh=args.fresh_profile)
+    item = compare_one(
+        scenario, progress=progress, force=args.profile, fresh=args.fresh_profile, runs=args.runs
+    )
     notes = [f"scenario: {args.scenario}", "theory: one device per worker, fixed op times"]
+    if args.runs > 1:
+        notes.append(f"measured: the mean over {args.runs} real runs (the Gantt chart shows the first)")
     if args.accuracy:
         add_accuracy(item, args.target, args.eval_points, out_dir)
         notes.append("accuracy: the predicted and the measured trace, each replayed on the real network")
@@ -217,13 +253,17 @@ ACCURACY_COLUMNS = ["accuracy", "predicted", "measured", "error"]
 
 def add_accuracy(item: Comparison, target: float, eval_points: int, out_dir: Path) -> None:
     """Time to `target` from the predicted schedules replayed (`predicted_schedules`; their medians,
-    `predicted_accuracy`), beside the measured run's (its trace replayed, which gives the run's own
-    parameters), with the errors, into the document; the curves as a plot."""
+    `median_accuracy`), beside the measured run's (its trace replayed, which gives the run's own
+    parameters; with several runs the medians over them), with the errors, into the document; the curves
+    as a plot."""
     from pdasgd.plots import accuracy_plot
 
+    runs = item.runs()
     sides = {
-        "predicted": predicted_accuracy(item.scenario, predicted_schedules(item), target, eval_points),
-        "measured": accuracy_of(item.scenario, item.measured, target, eval_points),
+        "predicted": median_accuracy(item.scenario, predicted_schedules(item), target, eval_points),
+        "measured": median_accuracy(item.scenario, runs, target, eval_points)
+        if len(runs) > 1
+        else accuracy_of(item.scenario, item.measured, target, eval_points),
     }
     accuracy_plot(sides, out_dir / "accuracy.png", target, f"{item.label}: predicted vs measured accuracy")
     brief = {

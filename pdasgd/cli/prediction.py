@@ -28,8 +28,13 @@
   more seeds of the op-time noise: the interval spans them all, widened by what the model leaves out
   (`UNMODELLED_THROUGHPUT`, `UNMODELLED_STALENESS`: measured on one random draw of scenarios, tested on
   another; benchmarks/fidelity.md).
-- **The measurement's interval** (`measured`): a block bootstrap over the run's batches
-  (`pdasgd.intervals`).
+- **The measurement's interval** (`measured`): with one run, a block bootstrap over the run's batches
+  (`pdasgd.intervals`). That interval does not see what changes from one run to the next on a shared
+  machine: on this project's 2-core VMs a second run of the same scenario fell inside the first one's
+  interval in only 31-67% of cases (benchmarks/fidelity.md). With several runs (`compare --runs N`,
+  `measured_over_runs`) the measurement is the mean over the runs and its interval the 95% t-interval of
+  that mean: each run's figure carries its own batch-to-batch noise and the run-to-run change, so the
+  spread of the runs' figures holds both.
 - **Judgement** (`judge`): whether the prediction's interval meets the measurement's (consistent within
   both uncertainties), whether the predicted value itself lies inside the measured interval, and a warning
   when the run is too short for a stable figure, with the number of batches that would give one.
@@ -42,7 +47,13 @@ import math
 import statistics
 from typing import Any
 
-from pdasgd.intervals import Interval, batches_for, staleness_intervals, throughput_interval
+from pdasgd.intervals import (
+    Interval,
+    batches_for,
+    mean_interval,
+    staleness_intervals,
+    throughput_interval,
+)
 from pdasgd.machine import scaled
 from pdasgd.scenario import Model, Scenario
 
@@ -332,9 +343,35 @@ def measured(trace) -> dict[str, Any]:
     }
 
 
+def measured_over_runs(summaries: list, first_trace) -> dict[str, Any]:
+    """The measured throughput and staleness of several runs of one scenario (their summaries): the means
+    and their 95% t-intervals over the runs; `within_run` keeps the first run's own intervals (`measured`),
+    which say whether a run is long enough. One run: `measured(first_trace)`."""
+    within = measured(first_trace)
+    if len(summaries) < 2:
+        return within
+    layers = zip(*(s.staleness.per_layer_mean for s in summaries), strict=True)
+    return {
+        "throughput": mean_interval([s.throughput_batches_per_s for s in summaries]),
+        "staleness": mean_interval([s.staleness.mean for s in summaries]),
+        "staleness_per_layer": [mean_interval(list(values)) for values in layers],
+        "runs": len(summaries),
+        "within_run": within,
+    }
+
+
 def judge(predicted: dict[str, Any], measured_: dict[str, Any], batches: int) -> dict[str, Any]:
-    """Consistency of prediction and measurement, and warnings for runs too short to judge by."""
-    verdict: dict[str, Any] = {"warnings": []}
+    """Consistency of prediction and measurement, what the measured interval is over, and warnings for
+    runs too short to judge by."""
+    runs = measured_.get("runs", 1)
+    over = f"the mean over {runs} runs, the 95% t-interval over them" if runs > 1 else None
+    verdict: dict[str, Any] = {
+        "warnings": [],
+        "measured_runs": runs,
+        "measured_interval": over
+        or "one run, a block bootstrap over its batches: it leaves out what changes between runs "
+        "(--runs 3 gives an interval over runs)",
+    }
     for key in ("throughput", "staleness"):
         p, m = predicted[key], measured_[key]
         verdict[key] = {
@@ -343,14 +380,14 @@ def judge(predicted: dict[str, Any], measured_: dict[str, Any], batches: int) ->
             "consistent": p.overlaps(m),  # the two intervals meet
             "inside": m.contains(p.value),  # the predicted value lies in the measured interval
         }
-    width = measured_["throughput"].relative_half_width
+    width = measured_.get("within_run", measured_)["throughput"].relative_half_width
     if width > STABLE_THROUGHPUT:
         verdict["warnings"].append(
             f"the run is too short for a stable throughput (its interval is ±{100 * width:.0f}%): about "
             f"{batches_for(width, STABLE_THROUGHPUT, batches)} batches would give ±"
             f"{100 * STABLE_THROUGHPUT:.0f}%"
         )
-    stale = measured_["staleness"]
+    stale = measured_.get("within_run", measured_)["staleness"]
     half = (stale.high - stale.low) / 2
     if half > STABLE_STALENESS:
         need = batches_for(half, STABLE_STALENESS, batches)

@@ -145,9 +145,10 @@ def noise_schedules(scenario: Scenario, nominal) -> list:
     return [nominal, *more]
 
 
-def predicted_accuracy(scenario: Scenario, traces: list, target: float, eval_points: int) -> dict:
-    """Replay each predicted schedule (`traces`: the nominal one and its op-noise variants, one sample each
-    of what the schedule does to training): the medians over them of the time and the batches to `target`
+def median_accuracy(scenario: Scenario, traces: list, target: float, eval_points: int) -> dict:
+    """Replay each schedule (`traces`: a predicted one and its op-noise variants, or several real runs of
+    one scenario; each one sample of what the schedule does to training): the medians over them of the
+    time and the batches to `target`
     (a schedule that never reaches it counts as later than any that does) and of the final accuracy, their
     ranges over the schedules that reached it, and the curve of the schedule with the median time."""
     replays = [accuracy_of(scenario, trace, target, eval_points) for trace in traces]

@@ -33,8 +33,8 @@ from pdasgd.cli.replay import (
     accuracy_of,
     add_accuracy_flags,
     check_accuracy_args,
+    median_accuracy,
     noise_schedules,
-    predicted_accuracy,
 )
 from pdasgd.io import atomic_write_text
 from pdasgd.scenario import Scenario, load_scenario
@@ -99,7 +99,7 @@ def measure_all(points: list, progress: bool) -> list:
 
 def accuracy_columns(points: list, measured: list, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Per point: the predicted (the simulated trace replayed; with op noise, the medians over five noise
-    seeds, `predicted_accuracy`) and, with --real, measured time and batches to the target and final
+    seeds, `median_accuracy`) and, with --real, measured time and batches to the target and final
     accuracy."""
     from tqdm import tqdm
 
@@ -110,7 +110,7 @@ def accuracy_columns(points: list, measured: list, args: argparse.Namespace) -> 
         list(zip(points, measured, strict=True)), desc="replay", disable=args.no_progress or args.json
     ):
         schedules = noise_schedules(scenario, simulator.simulate(scenario, progress=False))
-        sides = {"predicted": predicted_accuracy(scenario, schedules, args.target, args.eval_points)}
+        sides = {"predicted": median_accuracy(scenario, schedules, args.target, args.eval_points)}
         if real is not None:
             sides["measured"] = accuracy_of(scenario, real.trace, args.target, args.eval_points)
         row: dict[str, Any] = {}
