@@ -3,14 +3,20 @@
 Draws `--scenarios` scenarios from a seeded space: networks and their sizes (MLP, ResNet, LSTM), batch
 sizes, methods (sequential, async-lu, async-bu, hogwild), forward and backward workers, max_in_flight,
 hand-off and update-visibility delays, stragglers of both kinds, and run lengths of 100-400 batches. Each
-goes through `pdasgd compare`'s own path (`compare_one`) `--repeats` times: the first two with a fresh
-profile each (so their predictions show how reproducible a fresh profile makes them), the later ones
-reusing the cached profile as a user's second compare would. Speed-ups are left out (no baseline run).
+goes through `pdasgd compare`'s own path: `compare_one(runs=--runs)` measures `--runs` real runs and
+judges its prediction against their mean and the 95% t-interval over them (what `compare --runs N`
+does), and `compared` judges `--repeats` - 1 more predictions against the same measurement, each from its
+own profile: the first two predictions from a fresh profile each (so they show how reproducible a fresh
+profile makes them), the later ones reusing the cached profile as a user's second compare would. Speed-ups
+are left out (no baseline run).
 
-Per comparison it records the relative throughput error, the prediction's and the measurement's 95%
-intervals and whether they meet and whether the prediction lies inside the measured interval, the
-per-layer mean staleness errors (versions), the calibrated role speeds and the prediction at a fair time
-slice (speeds 1; rows before the role speeds recorded the cores' single efficiency instead).
+Per prediction it records the relative throughput error against the mean of the runs, the prediction's
+and the measurement's 95% intervals, whether they meet and whether the prediction lies inside the
+measured interval (over runs) and inside the first run's own interval (over its batches), the per-layer
+mean staleness errors (versions), the calibrated role speeds and the prediction at a fair time slice
+(speeds 1). The first prediction's row holds each run's throughput and interval. `--report` reads files
+of this form and of the one before it (one run per prediction, each judged against its own run), and for
+this form also scores the predictions as that one did (repeat i against run i).
 
     .venv/bin/python benchmarks/bench_fidelity_random.py --seed 1 --json draw1.json
     .venv/bin/python benchmarks/bench_fidelity_random.py --report draw1.json
@@ -93,21 +99,54 @@ def _one(rng: random.Random, seed: int, index: int) -> dict:
     }
 
 
-def compare(table: dict, fresh: bool) -> dict:
-    import simulator
-    from pdasgd.cli.compare import compare_one
-    from pdasgd.machine import on_machine
+def compare_scenario(table: dict, repeats: int, runs: int) -> list[dict]:
+    """`repeats` predictions of one scenario, each from its own profile (the first two fresh, the later
+    ones reusing the cached profile), all judged against one measurement of `runs` real runs, through
+    compare's own path: `compare_one(runs=...)` for the first, `compared` on the same measurement for the
+    others."""
+    from pdasgd.cli.compare import compare_one, compared
+    from pdasgd.cli.prediction import profiled
     from pdasgd.scenario import parse_scenario
 
     scenario = parse_scenario(table)
     started = time.perf_counter()
-    item = compare_one(scenario, fresh=fresh, baseline=False)
+    first = compare_one(scenario, fresh=True, baseline=False, runs=runs)
+    items = [(first, time.perf_counter() - started)]
+    measurement = first.measurement
+    for repeat in range(1, repeats):
+        started = time.perf_counter()
+        item = compared(profiled(scenario, fresh=repeat < 2), measurement)
+        items.append((item, time.perf_counter() - started))
+    rows = [
+        {**_row(table, item, repeat < 2, wall_s), "repeat": repeat}
+        for repeat, (item, wall_s) in enumerate(items)
+    ]
+    rows[0]["runs"] = _runs(first)
+    return rows
+
+
+def _runs(item) -> list[dict]:
+    """Each real run's throughput and its own interval over its batches (`pdasgd.intervals`)."""
+    from pdasgd.intervals import throughput_interval
+
+    return [
+        {"measured": throughput_interval(trace).value, "interval": throughput_interval(trace).to_dict()}
+        for trace in item.runs()
+    ]
+
+
+def _row(table: dict, item, fresh: bool, wall_s: float) -> dict:
+    import simulator
+    from pdasgd.machine import on_machine
+
     document, intervals = item.document, item.document["intervals"]
     raw = simulator.simulate_summary(
         on_machine(item.scenario, item.measured.device_slots, document["machine"]["jitter_cv"]),
         progress=False,
     )
     layers = document["error"]["staleness_per_layer_abs"]
+    within = intervals["throughput"]["measured"]
+    first_run = _runs(item)[0]["interval"]
     return {
         "name": table["name"],
         "fresh_profile": fresh,
@@ -118,33 +157,39 @@ def compare(table: dict, fresh: bool) -> dict:
         "speeds": document["machine"]["speeds"],
         "throughput_intervals": intervals["throughput"],
         "staleness_intervals": intervals["staleness"],
+        "measured_interval": intervals["measured_interval"],
+        "inside_first_run": first_run["low"]
+        <= document["predicted"]["throughput_batches_per_s"]
+        <= first_run["high"],
+        "measured_over_runs": within,
         "staleness_layer_abs": [abs(x) for x in layers],
         "staleness_mean_abs": statistics.fmean(abs(x) for x in layers) if layers else 0.0,
         "profile": document["profile"],
         "warnings": intervals["warnings"],
-        "wall_s": time.perf_counter() - started,
+        "wall_s": wall_s,
     }
 
 
-def run(seed: int, count: int, repeats: int, path: Path) -> None:
+def run(seed: int, count: int, repeats: int, runs: int, path: Path) -> None:
     done = json.loads(path.read_text()) if path.exists() else {"seed": seed, "scenarios": [], "rows": []}
     tables = draw(seed, count)
-    done["scenarios"] = tables
+    done["scenarios"], done["runs"] = tables, runs
     for table in tables:
-        for repeat in range(repeats):
-            if any(r["name"] == table["name"] and r["repeat"] == repeat for r in done["rows"]):
-                continue
-            row = {**compare(table, fresh=repeat < 2), "repeat": repeat}
+        mine = [r for r in done["rows"] if r["name"] == table["name"]]
+        if len(mine) >= repeats:
+            continue
+        done["rows"] = [r for r in done["rows"] if r["name"] != table["name"]]  # a partial scenario anew
+        for row in compare_scenario(table, repeats, runs):
             done["rows"].append(row)
-            path.write_text(json.dumps(done, indent=1))
             print(
-                f"{row['name']} r{repeat} {table['method']:<10} {table['train']['network']:<6} "
+                f"{row['name']} r{row['repeat']} {table['method']:<10} {table['train']['network']:<6} "
                 f"pred {row['predicted']:8.2f} meas {row['measured']:8.2f} "
                 f"err {100 * row['throughput_rel']:+6.1f}% "
-                f"meet {row['throughput_intervals']['consistent']!s:<5} "
+                f"inside {row['throughput_intervals']['inside']!s:<5} "
                 f"stale {row['staleness_mean_abs']:.2f} ({row['wall_s']:.0f} s)",
                 flush=True,
             )
+        path.write_text(json.dumps(done, indent=1))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -189,8 +234,35 @@ def report(path: Path) -> str:
         else "reproducibility: too few repeats",
         _measurement_against_itself(rows),
         _inside_over_runs(rows),
+        *_against_single_runs(rows),
     ]
     return "\n".join(lines)
+
+
+def runs_of(repeats: list[dict]) -> list[dict]:
+    """A scenario's real runs, each its throughput and its own interval: the runs of the one measurement
+    its repeats share (rows with `runs`), or, in files from before it, one run per repeat."""
+    if "runs" in repeats[0]:
+        return repeats[0]["runs"]
+    return [{"measured": r["measured"], "interval": r["throughput_intervals"]["measured"]} for r in repeats]
+
+
+def _against_single_runs(rows: list[dict]) -> list[str]:
+    """For files whose repeats share one measurement of several runs: the predictions judged as before it,
+    each against one run (repeat i against run i), its error and whether it lies inside that run's
+    interval over its batches."""
+    errors, inside = [], []
+    for repeats in by_scenario(rows).values():
+        if "runs" not in repeats[0]:
+            return []
+        for row, one in zip(repeats, repeats[0]["runs"], strict=False):
+            errors.append(abs(row["predicted"] / one["measured"] - 1))
+            inside.append(one["interval"]["low"] <= row["predicted"] <= one["interval"]["high"])
+    return [
+        f"judged against single runs (repeat i against run i, as before compare --runs): |throughput "
+        f"error| median {100 * statistics.median(errors):.1f}%, 90th {100 * percentile(errors, 0.9):.1f}%; "
+        f"inside that run's interval over its batches {100 * sum(inside) / len(inside):.0f}%"
+    ]
 
 
 def by_scenario(rows: list[dict]) -> dict[str, list[dict]]:
@@ -211,11 +283,12 @@ def _measurement_against_itself(rows: list[dict]) -> str:
     scenario): what a prediction equal to a real run would score on "inside the measured interval"."""
     pairs, inside, spreads = 0, 0, []
     for repeats in by_scenario(rows).values():
-        measured = [r["measured"] for r in repeats]
+        runs = runs_of(repeats)
+        measured = [r["measured"] for r in runs]
         if len(measured) > 1:
             spreads.append((max(measured) - min(measured)) / statistics.median(measured))
-        for i, row in enumerate(repeats):
-            interval = row["throughput_intervals"]["measured"]
+        for i, one in enumerate(runs):
+            interval = one["interval"]
             others = measured[:i] + measured[i + 1 :]
             pairs += len(others)
             inside += sum(interval["low"] <= value <= interval["high"] for value in others)
@@ -237,9 +310,10 @@ def _inside_over_runs(rows: list[dict]) -> str:
 
     judged, inside, widths = 0, 0, []
     for repeats in by_scenario(rows).values():
-        if len(repeats) < 2:
+        runs = runs_of(repeats)
+        if len(runs) < 2:
             continue
-        interval = mean_interval([r["measured"] for r in repeats])
+        interval = mean_interval([r["measured"] for r in runs])
         widths.append(interval.relative_half_width)
         judged += len(repeats)
         inside += sum(interval.low <= r["predicted"] <= interval.high for r in repeats)
@@ -256,7 +330,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1, help="seed of the draw")
     parser.add_argument("--scenarios", type=int, default=24)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="predictions per scenario (3)")
+    parser.add_argument("--runs", type=int, default=3, help="real runs per scenario, measured once (3)")
     parser.add_argument("--json", type=Path, help="results file (appended to as results come)")
     parser.add_argument("--report", type=Path, help="only report the results in this file")
     parser.add_argument("--list", action="store_true", help="print the draw and exit")
@@ -269,7 +344,7 @@ def main() -> None:
             print(json.dumps(table))
         return
     path = args.json or Path(f"fidelity-random-{args.seed}.json")
-    run(args.seed, args.scenarios, args.repeats, path)
+    run(args.seed, args.scenarios, args.repeats, args.runs, path)
     print()
     print(report(path))
 

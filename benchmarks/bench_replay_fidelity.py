@@ -4,10 +4,10 @@ runs do?
 For sequential, async-lu 1F+2B, async-bu 1F+2B and hogwild (2 threads), on digits with the MLP 4x1024 of
 bench_time_to_accuracy.py (batch 64, lr 0.02, momentum 0.9), one scenario each, the same seed throughout:
 
-- predicted: `pdasgd compare`'s own path (`compare_one`: profile, one real run, the simulator on the
-  machine that run used), then `compare --accuracy`'s: the predicted schedule and four more op-noise seeds
-  of it replayed on the real network (`executor.replay`), their medians (`median_accuracy`);
-- measured: that real run and --runs - 1 more of the same scenario, each run's trace replayed with the same
+- predicted: `pdasgd compare --runs`'s own path (`compare_one`: profile, the real runs, the simulator on
+  the machine the first run used), then `compare --accuracy`'s: the predicted schedule and four more
+  op-noise seeds of it replayed on the real network (`executor.replay`), their medians (`median_accuracy`);
+- measured: the compare's --runs real runs of the same scenario, each run's trace replayed with the same
   evaluation grid. A replayed measured trace gives the run's own parameters (tests/test_replay.py), so
   this is the run's accuracy curve, evaluated every `--every` batches instead of the run's 10 snapshots;
   the run's own final accuracy is checked against it.
@@ -27,7 +27,6 @@ import statistics
 import sys
 
 from executor.replay import replay
-from executor.runtime import run
 from pdasgd.cli.compare import compare_one, predicted_schedules
 from pdasgd.cli.replay import median_accuracy
 from pdasgd.scenario import parse_scenario
@@ -73,7 +72,7 @@ def reached(scenario, trace, target: float, points: int) -> dict:
 
 def one_method(name: str, method: str, workers: dict, args: argparse.Namespace) -> dict:
     points = args.batches // args.every
-    item = compare_one(scenario(method, workers, args.batches), baseline=False)
+    item = compare_one(scenario(method, workers, args.batches), baseline=False, runs=args.runs)
     costed = item.scenario  # with the profiled layer costs
     figures = median_accuracy(costed, predicted_schedules(item), args.target, points)
     predicted = {
@@ -83,9 +82,8 @@ def one_method(name: str, method: str, workers: dict, args: argparse.Namespace) 
         "batches_range": figures["batches_to_target_range"],
         "schedules_reaching": f"{figures['schedules_reaching_target']}/{figures['schedules']}",
     }
-    measured_traces = [item.measured] + [run(costed, curve_points=2).trace for _ in range(args.runs - 1)]
     measured = []
-    for trace in measured_traces:
+    for trace in item.runs():
         figures = reached(costed, trace, args.target, points)
         assert abs(figures["final_accuracy"] - trace.accuracy) < 1e-9, "a replay must give the run's own"
         measured.append(figures)

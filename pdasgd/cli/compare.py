@@ -83,6 +83,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 @dataclasses.dataclass
+class Measurement:
+    """The real runs of one scenario: their traces and summaries, and the sequential time per batch
+    their speed-ups divide by."""
+
+    traces: list  # Trace, the first one first
+    summaries: list  # Summary, one per run
+    sequential_batch_s: float | None
+
+    def over_runs(self) -> dict[str, Any]:
+        """The measured intervals (`pdasgd.cli.prediction.measured_over_runs`)."""
+        return measured_over_runs(self.summaries, self.traces[0])
+
+
+@dataclasses.dataclass
 class Comparison:
     """One method compared: the document of `pdasgd.comparison`, the two traces and summaries behind it,
     and the measured sequential time per batch its speed-ups divide by."""
@@ -95,11 +109,11 @@ class Comparison:
     summaries: dict[str, Any]  # "predicted" / "measured" -> Summary
     sequential_batch_s: float | None
     machine: Scenario | None = None  # what the simulator predicted: the scenario on the run's machine
-    more_runs: list = dataclasses.field(default_factory=list)  # the measured runs after the first (--runs)
+    measurement: Measurement | None = None  # every real run (--runs), `measured` the first
 
     def runs(self) -> list:
         """Every measured trace, the first (`measured`, whose Gantt chart the report shows) first."""
-        return [self.measured, *self.more_runs]
+        return self.measurement.traces if self.measurement else [self.measured]
 
 
 def compare_one(
@@ -115,28 +129,47 @@ def compare_one(
     leaves the measured speed-up out) skips the baseline run; `fresh` profiles anew even if a recent
     profile of the same network exists; `runs` real runs make the measurement their mean, with an
     interval over them (`pdasgd.cli.prediction.measured_over_runs`)."""
-    import executor
-    from pdasgd.closed_forms import theory_for
-    from pdasgd.metrics import mean_summary, steady_time_per_batch_s, summarize
-
     costs = profiled(scenario, force, fresh)
-    scenario = costs.scenario
+    return compared(costs, measure(costs.scenario, runs, sequential_batch_s, baseline, progress), progress)
+
+
+def measure(
+    scenario: Scenario,
+    runs: int = 1,
+    sequential_batch_s: float | None = None,
+    baseline: bool = True,
+    progress: bool = False,
+) -> Measurement:
+    """`runs` real runs of `scenario` (`compare_one` says what the other arguments do)."""
+    import executor
+    from pdasgd.metrics import steady_time_per_batch_s, summarize
+
     alone = len(scenario.worker_names()) == 1
     baseline = baseline and sequential_batch_s is None and not alone
-    measured_trace = executor.run(scenario, progress=progress, baseline=baseline).trace
+    first = executor.run(scenario, progress=progress, baseline=baseline).trace
     if alone:  # this run is its own sequential reference
-        sequential_batch_s = steady_time_per_batch_s(measured_trace)
-    reference_s = sequential_batch_s if sequential_batch_s is not None else measured_trace.sequential_batch_s
+        sequential_batch_s = steady_time_per_batch_s(first)
+    reference_s = sequential_batch_s if sequential_batch_s is not None else first.sequential_batch_s
     more = [executor.run(scenario, progress=progress).trace for _ in range(runs - 1)]
-    run_summaries = [summarize(measured_trace, sequential_batch_s=sequential_batch_s)]
-    run_summaries += [summarize(t, sequential_batch_s=_reference(t, alone, reference_s)) for t in more]
-    prediction = predict_beside(costs, measured_trace, progress)
-    summaries = {"predicted": prediction["summary"], "measured": mean_summary(run_summaries)}
+    summaries = [summarize(first, sequential_batch_s=sequential_batch_s)]
+    summaries += [summarize(t, sequential_batch_s=_reference(t, alone, reference_s)) for t in more]
+    return Measurement([first, *more], summaries, reference_s)
+
+
+def compared(costs: Profiled, measurement: Measurement, progress: bool = False) -> Comparison:
+    """The prediction from `costs` (`predict_beside`, on the machine of the measurement's first run)
+    against the measurement: the document with errors, intervals and verdicts."""
+    from pdasgd.closed_forms import theory_for
+    from pdasgd.metrics import mean_summary
+
+    scenario, first = costs.scenario, measurement.traces[0]
+    prediction = predict_beside(costs, first, progress)
+    summaries = {"predicted": prediction["summary"], "measured": mean_summary(measurement.summaries)}
     document = compare_summaries(
         summaries["predicted"].to_dict(), summaries["measured"].to_dict(), theory_for(scenario)
     )
     document["machine"] = {
-        "device_slots": measured_trace.device_slots,
+        "device_slots": first.device_slots,
         "jitter_cv": costs.jitter_cv,
         "pipelined_costs": costs.pipelined,
         "speeds": list(costs.speeds),
@@ -146,22 +179,21 @@ def compare_one(
         "reused_age_s": costs.reused_age_s,
         "notes": costs.notes(),
     }
-    counted = measured_trace.batches - measured_trace.warmup
-    document["intervals"] = judge(prediction, measured_over_runs(run_summaries, measured_trace), counted)
+    document["intervals"] = judge(prediction, measurement.over_runs(), first.batches - first.warmup)
     document["measured_runs"] = [
         {"throughput_batches_per_s": s.throughput_batches_per_s, "staleness_mean": s.staleness.mean}
-        for s in run_summaries
+        for s in measurement.summaries
     ]
     return Comparison(
         scenario.method,
         scenario,
         document,
         prediction["trace"],
-        measured_trace,
+        first,
         summaries,
-        reference_s,
+        measurement.sequential_batch_s,
         prediction["machine"],
-        more,
+        measurement,
     )
 
 
@@ -196,7 +228,7 @@ def write_outputs(out_dir: Path, title: str, comparisons: list[Comparison], note
             save_scenario(item.machine, out_dir / f"{tag}.machine.scenario.toml")
         item.predicted.save(out_dir / f"{tag}.predicted.trace.json")
         item.measured.save(out_dir / f"{tag}.measured.trace.json")
-        for number, trace in enumerate(item.more_runs, start=2):
+        for number, trace in enumerate(item.runs()[1:], start=2):
             trace.save(out_dir / f"{tag}.measured.run{number}.trace.json")
         item.measured.save_chrome(out_dir / f"{tag}.measured.chrome.json")
         for side, trace in (("predicted", item.predicted), ("measured", item.measured)):
