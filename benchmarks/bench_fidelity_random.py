@@ -232,6 +232,7 @@ def report(path: Path) -> str:
         f"{100 * statistics.median(cached):.1f}%"
         if repro and cached
         else "reproducibility: too few repeats",
+        _reproducibility_at_equal_cost(rows),
         _measurement_against_itself(rows),
         _inside_over_runs(rows),
         *_against_single_runs(rows),
@@ -276,6 +277,33 @@ def by_scenario(rows: list[dict]) -> dict[str, list[dict]]:
 def _at_fair_share(row: dict) -> float:
     """The prediction at speed 1 (rows written before the role speeds: without the cores' efficiency)."""
     return row.get("predicted_at_fair_share", row.get("predicted_without_efficiency"))
+
+
+def _reproducibility_at_equal_cost(rows: list[dict]) -> str:
+    """What the two fresh profiles' predictions differ by: how much the profiled cost of a batch (mean
+    forward + backward, each known to its profile's ±2%) changed between them, and what is left of the
+    predictions' change once that is divided out (prediction ratio x cost ratio): the tool's own part."""
+    costs, left = [], []
+    for repeats in by_scenario(rows).values():
+        fresh = [r for r in repeats if r["fresh_profile"]][:2]
+        if len(fresh) < 2 or not all(r["profile"]["precision"] for r in fresh):
+            continue
+        batch = [r["profile"]["precision"] for r in fresh]
+        ratio = _batch_cost(batch[0]) / _batch_cost(batch[1])
+        costs.append(abs(ratio - 1))
+        left.append(abs(fresh[0]["predicted"] / fresh[1]["predicted"] * ratio - 1))
+    if not costs:
+        return "reproducibility at equal cost: too few repeats"
+    return (
+        f"between the two fresh profiles the profiled cost of a batch changed by a median "
+        f"{100 * statistics.median(costs):.1f}% (90th {100 * percentile(costs, 0.9):.1f}%); at equal cost "
+        f"(prediction ratio x cost ratio) the predictions differ by a median "
+        f"{100 * statistics.median(left):.1f}%"
+    )
+
+
+def _batch_cost(precision: dict) -> float:
+    return precision["forward_s"]["value"] + precision["backward_s"]["value"]
 
 
 def _measurement_against_itself(rows: list[dict]) -> str:
