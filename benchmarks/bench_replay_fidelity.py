@@ -28,7 +28,7 @@ import sys
 
 from executor.replay import replay
 from pdasgd.cli.compare import compare_one, predicted_schedules
-from pdasgd.cli.replay import median_accuracy
+from pdasgd.cli.replay import ACCURACY_SCHEDULES, median_accuracy
 from pdasgd.scenario import parse_scenario
 
 METHODS = {
@@ -74,14 +74,9 @@ def one_method(name: str, method: str, workers: dict, args: argparse.Namespace) 
     points = args.batches // args.every
     item = compare_one(scenario(method, workers, args.batches), baseline=False, runs=args.runs)
     costed = item.scenario  # with the profiled layer costs
-    figures = median_accuracy(costed, predicted_schedules(item), args.target, points)
-    predicted = {
-        "time_s": figures["time_to_target_s"],
-        "batches": figures["batches_to_target"],
-        "final_accuracy": figures["final_accuracy"],
-        "batches_range": figures["batches_to_target_range"],
-        "schedules_reaching": f"{figures['schedules_reaching_target']}/{figures['schedules']}",
-    }
+    schedules = predicted_schedules(item, args.schedules)
+    predicted = _predicted(median_accuracy(costed, schedules, args.target, points))
+    default = _predicted(median_accuracy(costed, schedules[:ACCURACY_SCHEDULES], args.target, points))
     measured = []
     for trace in item.runs():
         figures = reached(costed, trace, args.target, points)
@@ -89,6 +84,7 @@ def one_method(name: str, method: str, workers: dict, args: argparse.Namespace) 
         measured.append(figures)
     row = {
         "predicted": predicted,
+        f"predicted_{ACCURACY_SCHEDULES}": default,  # compare --accuracy's default: the first schedules
         "measured": measured,
         "predicted_batches_per_s": item.document["predicted"]["throughput_batches_per_s"],
         "measured_batches_per_s": item.document["measured"]["throughput_batches_per_s"],
@@ -97,10 +93,20 @@ def one_method(name: str, method: str, workers: dict, args: argparse.Namespace) 
     return row
 
 
-def verdict(row: dict) -> dict:
+def _predicted(figures: dict) -> dict:
+    return {
+        "time_s": figures["time_to_target_s"],
+        "batches": figures["batches_to_target"],
+        "final_accuracy": figures["final_accuracy"],
+        "batches_range": figures["batches_to_target_range"],
+        "schedules_reaching": f"{figures['schedules_reaching_target']}/{figures['schedules']}",
+    }
+
+
+def verdict(row: dict, key: str = "predicted") -> dict:
     batches = [m["batches"] for m in row["measured"] if m["batches"] is not None]
     times = [m["time_s"] for m in row["measured"] if m["time_s"] is not None]
-    predicted = row["predicted"]
+    predicted = row[key]
     if not batches or predicted["batches"] is None:
         return {"reached": f"{len(batches)}/{len(row['measured'])}", "inside": None, "time_error": None}
     median_s = statistics.median(times)
@@ -115,6 +121,18 @@ def verdict(row: dict) -> dict:
 
 
 def report(rows: dict, target: float) -> None:
+    """The table for the prediction from every schedule replayed, then for the first five alone (rows from
+    before --schedules have only the first)."""
+    keys = ["predicted"]
+    if all(f"predicted_{ACCURACY_SCHEDULES}" in row for row in rows.values()):
+        keys.append(f"predicted_{ACCURACY_SCHEDULES}")
+    for key in keys:
+        count = {row[key]["schedules_reaching"].split("/")[1] for row in rows.values()}
+        print(f"\npredicted from up to {max(count, key=int)} schedules ({key}):")
+        _table(rows, target, key)
+
+
+def _table(rows: dict, target: float, key: str) -> None:
     print(
         f"\n| method | predicted batches to {target:g}: median (range, reached) | real runs: min-max "
         "(reached) | inside | predicted time (s) | real median (s) | time error | predicted / measured "
@@ -122,7 +140,7 @@ def report(rows: dict, target: float) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():
-        v, p = verdict(row), row["predicted"]
+        v, p = verdict(row, key), row[key]
         span = f"{v.get('min')}-{v.get('max')} ({v['reached']})" if v.get("min") is not None else v["reached"]
         error = "-" if v["time_error"] is None else f"{100 * v['time_error']:+.1f}%"
         print(
@@ -130,7 +148,7 @@ def report(rows: dict, target: float) -> None:
             f"{_f(v.get('median_s'))} | {error} | {row['predicted_batches_per_s']:.1f} / "
             f"{row['measured_batches_per_s']:.1f} |"
         )
-    errors = [verdict(row)["time_error"] for row in rows.values()]
+    errors = [verdict(row, key)["time_error"] for row in rows.values()]
     errors = [abs(e) for e in errors if e is not None]
     if errors:
         print(f"\nmedian |time error| {100 * statistics.median(errors):.1f}% (target <= 15%)")
@@ -148,12 +166,25 @@ def _f(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="real runs per method (5)")
+    parser.add_argument(
+        "--schedules",
+        type=int,
+        default=11,
+        help="predicted schedules replayed per method (11; the table also gives the median of the first "
+        f"{ACCURACY_SCHEDULES}, compare --accuracy's default)",
+    )
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--every", type=int, default=5, help="batches between accuracy evaluations (5)")
     parser.add_argument("--json", help="also write the raw figures to this file")
+    parser.add_argument("--report", metavar="F.json", help="only print the tables of a --json file")
     args = parser.parse_args()
+    if args.report:
+        with open(args.report) as handle:
+            saved = json.load(handle)
+        report(saved["rows"], saved["args"]["target"])
+        return
     rows = {name: one_method(name, method, workers, args) for name, (method, workers) in METHODS.items()}
     report(rows, args.target)
     if args.json:

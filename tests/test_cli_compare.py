@@ -178,3 +178,22 @@ def test_compare_accuracy_refuses_what_replay_cannot_do_before_any_work(tmp_path
     assert not (tmp_path / "o").exists()
     assert main(["compare", str(tmp_path / "lapsgd.toml"), "--target", "-1"]) == 2
     assert "--target: must be >= 0.0" in capsys.readouterr().err
+
+
+def test_schedules_sets_how_many_noise_seeds_the_accuracy_prediction_replays(capsys):
+    from pdasgd.cli.replay import noise_schedules
+    from pdasgd.scenario import scenario_from_toml
+
+    model = TINY + "[model]\nlayers = 2\nforward_s = 0.01\nbeta = 2.0\n[delays]\njitter_cv = 0.2\n"
+    scenario = scenario_from_toml(model)
+    nominal = simulator.simulate(scenario)
+    three = noise_schedules(scenario, nominal, 3)
+    assert len(three) == 3 and three[0] is nominal
+    for seed, trace in zip((1, 2), three[1:], strict=True):
+        assert trace.spans == simulator.simulate(scenario.with_overrides({"run.seed": seed})).spans
+    assert len(noise_schedules(scenario, nominal)) == 5  # the default
+    fixed = scenario.with_overrides({"delays.jitter_cv": 0.0})
+    assert noise_schedules(fixed, nominal, 3) == [nominal]  # fixed op times: one schedule is all of them
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "x.toml", "--accuracy", "--schedules", "0"])
+    assert exit_.value.code == 2 and "--schedules" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from pdasgd.cli.common import (
 )
 from pdasgd.cli.prediction import Profiled, judge, measured_over_runs, predict, profiled
 from pdasgd.cli.replay import (
+    ACCURACY_SCHEDULES,
     accuracy_error,
     accuracy_of,
     add_accuracy_flags,
@@ -267,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     if args.runs > 1:
         notes.append(f"measured: the mean over {args.runs} real runs (the Gantt chart shows the first)")
     if args.accuracy:
-        add_accuracy(item, args.target, args.eval_points, out_dir)
+        add_accuracy(item, args.target, args.eval_points, out_dir, args.schedules)
         notes.append("accuracy: the predicted and the measured trace, each replayed on the real network")
     report = write_outputs(out_dir, f"pdasgd compare: {scenario.name}", [item], notes)
     if args.json:
@@ -283,7 +284,9 @@ def run(args: argparse.Namespace) -> int:
 ACCURACY_COLUMNS = ["accuracy", "predicted", "measured", "error"]
 
 
-def add_accuracy(item: Comparison, target: float, eval_points: int, out_dir: Path) -> None:
+def add_accuracy(
+    item: Comparison, target: float, eval_points: int, out_dir: Path, schedules: int = ACCURACY_SCHEDULES
+) -> None:
     """Time to `target` from the predicted schedules replayed (`predicted_schedules`; their medians,
     `median_accuracy`), beside the measured run's (its trace replayed, which gives the run's own
     parameters; with several runs the medians over them), with the errors, into the document; the curves
@@ -292,7 +295,9 @@ def add_accuracy(item: Comparison, target: float, eval_points: int, out_dir: Pat
 
     runs = item.runs()
     sides = {
-        "predicted": median_accuracy(item.scenario, predicted_schedules(item), target, eval_points),
+        "predicted": median_accuracy(
+            item.scenario, predicted_schedules(item, schedules), target, eval_points
+        ),
         "measured": median_accuracy(item.scenario, runs, target, eval_points)
         if len(runs) > 1
         else accuracy_of(item.scenario, item.measured, target, eval_points),
@@ -309,12 +314,12 @@ def add_accuracy(item: Comparison, target: float, eval_points: int, out_dir: Pat
     }
 
 
-def predicted_schedules(item: Comparison) -> list:
-    """The predicted trace and its op-noise variants on the machine it was simulated on
+def predicted_schedules(item: Comparison, count: int = ACCURACY_SCHEDULES) -> list:
+    """The predicted trace and `count` - 1 op-noise variants on the machine it was simulated on
     (`pdasgd.cli.replay.noise_schedules`)."""
     if item.machine is None:
         return [item.predicted]
-    return noise_schedules(item.machine, item.predicted)
+    return noise_schedules(item.machine, item.predicted, count)
 
 
 def accuracy_rows(accuracy: dict) -> list[list[Any]]:

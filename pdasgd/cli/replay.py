@@ -19,6 +19,7 @@ from pdasgd.cli.common import (
     check_range,
     fail,
     format_table,
+    int_between,
     output_file,
     print_json,
     with_batches,
@@ -27,6 +28,8 @@ from pdasgd.scenario import Scenario, load_scenario
 
 MAX_EVAL_POINTS = 1000
 DEFAULT_TARGET = 0.95
+ACCURACY_SCHEDULES = 5  # predicted schedules replayed: the nominal one and four more op-noise seeds
+MAX_SCHEDULES = 50
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -107,6 +110,15 @@ def add_accuracy_flags(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--eval-points", type=int, default=20, metavar="N", help="accuracy evaluations per replay (20)"
     )
+    parser.add_argument(
+        "--schedules",
+        type=int_between(1, MAX_SCHEDULES),
+        default=ACCURACY_SCHEDULES,
+        metavar="N",
+        help=f"predicted schedules replayed when op times are noisy: the predicted one and N - 1 more "
+        f"noise seeds, whose medians are the prediction ({ACCURACY_SCHEDULES}; more narrow the median's own "
+        "sampling noise, at one replay each)",
+    )
 
 
 def check_accuracy_args(args: argparse.Namespace, scenarios: list[Scenario]) -> None:
@@ -128,19 +140,16 @@ def accuracy_of(scenario: Scenario, trace, target: float, eval_points: int) -> d
     return {key: result[key] for key in keys}
 
 
-ACCURACY_SCHEDULES = 5  # predicted schedules replayed: the nominal one and four more op-noise seeds
-
-
-def noise_schedules(scenario: Scenario, nominal) -> list:
+def noise_schedules(scenario: Scenario, nominal, count: int = ACCURACY_SCHEDULES) -> list:
     """The simulated trace `nominal` of `scenario` and, when its op times are noisy, the same scenario
-    simulated with four more noise seeds: how many batches a schedule needs to reach a target varies
+    simulated with `count` - 1 more noise seeds: how many batches a schedule needs to reach a target varies
     with its noise as much as real runs vary (120-190 batches to 95% over six seeds of one async-lu
     prediction, 130-165 over five real runs; benchmarks/replay.md), so one schedule is one sample."""
     import simulator
 
     if scenario.delays.jitter_cv <= 0:
         return [nominal]
-    seeds = range(scenario.run.seed + 1, scenario.run.seed + ACCURACY_SCHEDULES)
+    seeds = range(scenario.run.seed + 1, scenario.run.seed + count)
     more = [simulator.simulate(scenario.with_overrides({"run.seed": seed}), progress=False) for seed in seeds]
     return [nominal, *more]
 

@@ -98,8 +98,8 @@ def measure_all(points: list, progress: bool) -> list:
 
 
 def accuracy_columns(points: list, measured: list, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Per point: the predicted (the simulated trace replayed; with op noise, the medians over five noise
-    seeds, `median_accuracy`) and, with --real, measured time and batches to the target and final
+    """Per point: the predicted (the simulated trace replayed; with op noise, the medians over --schedules
+    noise seeds, `median_accuracy`) and, with --real, measured time and batches to the target and final
     accuracy."""
     from tqdm import tqdm
 
@@ -109,7 +109,7 @@ def accuracy_columns(points: list, measured: list, args: argparse.Namespace) -> 
     for (_, scenario), real in tqdm(
         list(zip(points, measured, strict=True)), desc="replay", disable=args.no_progress or args.json
     ):
-        schedules = noise_schedules(scenario, simulator.simulate(scenario, progress=False))
+        schedules = noise_schedules(scenario, simulator.simulate(scenario, progress=False), args.schedules)
         sides = {"predicted": median_accuracy(scenario, schedules, args.target, args.eval_points)}
         if real is not None:
             sides["measured"] = accuracy_of(scenario, real.trace, args.target, args.eval_points)
