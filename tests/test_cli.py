@@ -138,6 +138,7 @@ def test_theory_table_output(capsys):
     assert "paper lambda" in out and "LU staleness" in out
 
 
+@pytest.mark.slow  # three profiles to ±2% and three runs: 30-110 s; `make demo` runs the same path
 def test_demo_compares_three_methods_and_writes_a_report(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--batches", "40", "--out", str(out), "--json"]) == 0

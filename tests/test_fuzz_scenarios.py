@@ -9,6 +9,7 @@ import math
 import tempfile
 from pathlib import Path
 
+import pytest
 from hostile import assert_one_line_error, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -124,6 +125,7 @@ def finite(value) -> bool:
     return True
 
 
+@pytest.mark.slow  # 2000 derandomized examples: 33-48 s
 @settings(
     max_examples=2000,
     deadline=None,

@@ -436,6 +436,7 @@ def rank_rate(trace: Trace, rank: int) -> float:
     return len({s.batch for s in spans}) / (max(s.end_s for s in spans) - min(s.start_s for s in spans))
 
 
+@pytest.mark.slow  # two real two-rank runs, timing-sensitive on a shared machine: 15-25 s
 def test_a_rank_whose_communication_is_delayed_slows_no_rank_s_compute(tmp_path: Path) -> None:
     from executor.runtime import run
 
