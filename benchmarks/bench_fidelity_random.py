@@ -117,11 +117,12 @@ def compare_scenario(table: dict, repeats: int, runs: int) -> list[dict]:
         started = time.perf_counter()
         item = compared(profiled(scenario, fresh=repeat < 2), measurement)
         items.append((item, time.perf_counter() - started))
+    runs_ = _runs(first)  # the bootstrap intervals of the shared runs, once per scenario
     rows = [
-        {**_row(table, item, repeat < 2, wall_s), "repeat": repeat}
+        {**_row(table, item, repeat < 2, wall_s, runs_[0]["interval"]), "repeat": repeat}
         for repeat, (item, wall_s) in enumerate(items)
     ]
-    rows[0]["runs"] = _runs(first)
+    rows[0]["runs"] = runs_
     return rows
 
 
@@ -129,13 +130,12 @@ def _runs(item) -> list[dict]:
     """Each real run's throughput and its own interval over its batches (`pdasgd.intervals`)."""
     from pdasgd.intervals import throughput_interval
 
-    return [
-        {"measured": throughput_interval(trace).value, "interval": throughput_interval(trace).to_dict()}
-        for trace in item.runs()
-    ]
+    intervals = [throughput_interval(trace) for trace in item.runs()]
+    return [{"measured": i.value, "interval": i.to_dict()} for i in intervals]
 
 
-def _row(table: dict, item, fresh: bool, wall_s: float) -> dict:
+def _row(table: dict, item, fresh: bool, wall_s: float, first_run: dict) -> dict:
+    """One prediction's row; `first_run` is the first real run's own interval over its batches."""
     import simulator
     from pdasgd.machine import on_machine
 
@@ -145,8 +145,6 @@ def _row(table: dict, item, fresh: bool, wall_s: float) -> dict:
         progress=False,
     )
     layers = document["error"]["staleness_per_layer_abs"]
-    within = intervals["throughput"]["measured"]
-    first_run = _runs(item)[0]["interval"]
     return {
         "name": table["name"],
         "fresh_profile": fresh,
@@ -161,7 +159,6 @@ def _row(table: dict, item, fresh: bool, wall_s: float) -> dict:
         "inside_first_run": first_run["low"]
         <= document["predicted"]["throughput_batches_per_s"]
         <= first_run["high"],
-        "measured_over_runs": within,
         "staleness_layer_abs": [abs(x) for x in layers],
         "staleness_mean_abs": statistics.fmean(abs(x) for x in layers) if layers else 0.0,
         "profile": document["profile"],
