@@ -32,6 +32,7 @@ async-lu.
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -43,14 +44,14 @@ from executor.networks import block_names
 from executor.setup import make_context, make_setup
 from executor.timing import waited
 from executor.workers import PendingBatch, Worker
-from pdasgd.intervals import Interval, mean_interval
+from pdasgd.intervals import Interval, correlated_mean_interval
 from pdasgd.methods import ALLREDUCE
 from pdasgd.scenario import Delays, Layer, Scenario
 
 OPS = ("forward", "backward", "update")
 CHECK_EVERY = 10  # batches between checks of the stopping rule
 TARGET = 0.02  # the 95% interval of a batch's mean forward and backward cost within ±2% of the mean
-CAP_S = 30.0  # the longest a profile keeps measuring to reach TARGET
+CAP_S = 30.0  # the longest a profile keeps measuring to reach TARGET (PDASGD_PROFILE_CAP_S)
 MIN_BATCHES = 20
 MAX_BATCHES = 100_000
 
@@ -207,10 +208,21 @@ def _pipelined_method(scenario: Scenario) -> str:
 # --- profiling to a stated precision ----------------------------------------------------------------
 
 
+def profile_cap_s() -> float:
+    """The profiles' time cap: `PDASGD_PROFILE_CAP_S` seconds if set to a positive number, else CAP_S."""
+    try:
+        value = float(os.environ.get("PDASGD_PROFILE_CAP_S", CAP_S))
+    except ValueError:
+        return CAP_S
+    return value if value > 0 else CAP_S
+
+
 @dataclass(frozen=True)
 class Precision:
     """How well a profile knows one batch's costs: the 95% intervals of the mean forward time and of the
-    mean backward-plus-update time per batch, over `batches` batches measured in `seconds`."""
+    mean backward-plus-update time per batch, over `batches` batches measured in `seconds`. The batches
+    are a series in time order, correlated by the machine's drifting speed, so each interval is the t
+    interval at the series' effective sample size (`pdasgd.intervals.correlated_mean_interval`)."""
 
     batches: int
     seconds: float
@@ -258,15 +270,18 @@ def batch_totals(spans: list, warmup: int, gaps: bool) -> tuple[list[float], lis
 
 def precision(spans: list, warmup: int, target: float, seconds: float, gaps: bool = True) -> Precision:
     forward, backward = batch_totals(spans, warmup, gaps)
-    return Precision(len(forward), seconds, mean_interval(forward), mean_interval(backward), target)
+    return Precision(
+        len(forward), seconds, correlated_mean_interval(forward), correlated_mean_interval(backward), target
+    )
 
 
 def measure_precisely(
-    scenario: Scenario, target: float = TARGET, cap_s: float = CAP_S, warmup: int = 5
+    scenario: Scenario, target: float = TARGET, cap_s: float | None = None, warmup: int = 5
 ) -> tuple[list[LayerSamples], Precision]:
     """Profile one worker until the 95% intervals of a batch's mean forward and backward costs are within
     ±`target` of the means (the stopping rule, checked every CHECK_EVERY batches once MIN_BATCHES are in),
     or until `cap_s` seconds have passed: then `Precision.reached` is False and says how far it got."""
+    cap_s = profile_cap_s() if cap_s is None else cap_s
     started = time.perf_counter()
     totals = _Totals(warmup)
 
@@ -282,10 +297,11 @@ def measure_precisely(
 
 
 def measure_pipelined_precisely(
-    scenario: Scenario, solo: list[LayerSamples], target: float = TARGET, cap_s: float = CAP_S
+    scenario: Scenario, solo: list[LayerSamples], target: float = TARGET, cap_s: float | None = None
 ) -> tuple[list[LayerSamples], Precision]:
     """`measure_pipelined` until its per-batch op times are known to ±`target` (or `cap_s` has passed):
     runs of 40, 80, 160, ... measured batches, their samples pooled."""
+    cap_s = profile_cap_s() if cap_s is None else cap_s
     started = time.perf_counter()
     pooled: list[LayerSamples] | None = None
     batches = 40
@@ -317,7 +333,9 @@ class _Totals:
     def precision(self, target: float, seconds: float) -> Precision:
         done = sorted(set(self.forward) & set(self.backward))  # checked after a batch: every one is whole
         forward, backward = [self.forward[b] for b in done], [self.backward[b] for b in done]
-        return Precision(len(done), seconds, mean_interval(forward), mean_interval(backward), target)
+        return Precision(
+            len(done), seconds, correlated_mean_interval(forward), correlated_mean_interval(backward), target
+        )
 
 
 def _pool(a: LayerSamples, b: LayerSamples) -> LayerSamples:
@@ -366,7 +384,7 @@ class Layout:
 
 
 def measure_layout_precisely(
-    scenario: Scenario, solo: list[LayerSamples], target: float = TARGET, cap_s: float = CAP_S
+    scenario: Scenario, solo: list[LayerSamples], target: float = TARGET, cap_s: float | None = None
 ) -> Layout:
     """Per-layer op costs in a calibration run of the scenario's own method and workers (no injected
     delays or stragglers): each op's thread CPU time, so time waiting for a core, which the simulator's
@@ -376,6 +394,7 @@ def measure_layout_precisely(
     ±`target`, or `cap_s` has passed."""
     from executor.runtime import run
 
+    cap_s = profile_cap_s() if cap_s is None else cap_s
     started = time.perf_counter()
     op_cpu: dict[tuple[int, str], list[float]] = defaultdict(list)
     role_op_s, role_thread_s, traces = defaultdict(float), defaultdict(float), []
@@ -405,8 +424,8 @@ def measure_layout_precisely(
         measured = Precision(
             len(done),
             time.perf_counter() - started,
-            mean_interval([totals["forward"][b] for b in done]),
-            mean_interval([totals["backward"][b] for b in done]),
+            correlated_mean_interval([totals["forward"][b] for b in done]),
+            correlated_mean_interval([totals["backward"][b] for b in done]),
             target,
         )
         if measured.reached or time.perf_counter() - started > cap_s:

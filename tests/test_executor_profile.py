@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from executor_probe import scenario
@@ -104,6 +105,35 @@ def test_the_stopping_rule_is_the_t_interval_of_the_per_batch_totals() -> None:
     assert result.forward.value == 2.0 and result.forward.high - 2.0 == pytest.approx(half, rel=1e-9)
     assert result.backward.relative_half_width == 0.0
     assert result.half_width == pytest.approx(half / 2.0) and not result.reached
+
+
+def test_the_stopping_rule_counts_a_slow_stretch_of_the_machine_as_one_sample() -> None:
+    """Per-batch forward totals that come in runs of 10 alike (the machine slow for a while, or fast):
+    the interval is the t interval at the series' effective sample size, wider than the independent
+    one, so the rule does not stop on a profile that saw only a few of the machine's states."""
+    from executor.profile import OPS, _Totals
+    from pdasgd.intervals import correlated_mean_interval, mean_interval
+
+    class FakeSpan:
+        def __init__(self, op, batch, start_s, end_s):
+            self.op, self.batch, self.layer, self.start_s, self.end_s = op, batch, 0, start_s, end_s
+            self.duration_s = end_s - start_s
+
+    levels = np.random.default_rng(1).choice([1.0, 1.2], 20)  # the machine's speed, 10 batches at a time
+    forward = [float(levels[batch // 10]) + 0.01 * (batch % 3) for batch in range(200)]
+    spans, now = [], 0.0
+    for batch, f in enumerate(forward):
+        for op, cost in zip(OPS, (f, 2.0, 0.0), strict=True):
+            spans.append(FakeSpan(op, batch, now, now + cost))
+            now += cost
+    totals = _Totals(warmup=0)
+    totals.add(spans)
+    result = totals.precision(target=0.02, seconds=1.0)
+    expected = correlated_mean_interval(forward)
+    assert (result.forward.low, result.forward.high) == pytest.approx((expected.low, expected.high), rel=1e-9)
+    plain = mean_interval(forward)
+    assert result.forward.relative_half_width > 1.5 * plain.relative_half_width
+    assert plain.relative_half_width < 0.02 and not result.reached  # the plain interval would have stopped
 
 
 def test_a_steady_network_stops_at_the_first_check_the_rule_allows(monkeypatch) -> None:

@@ -1,8 +1,9 @@
 """What `compare` predicts and how sure it is: profiled costs, the prediction's interval, the measurement's.
 
 - **Costs** (`profiled`): the network is profiled on the executor's own code path until a batch's mean
-  forward and backward costs are known to ±2% (95% interval), or 30 s have passed, and the report says
-  which. A single worker pays the costs of one worker alone (`executor.profile.measure_precisely`). Methods
+  forward and backward costs are known to ±2% (95% interval, at the effective sample size of a series
+  the machine's drift correlates: `executor.profile.Precision`), or 30 s have passed
+  (`PDASGD_PROFILE_CAP_S`), and the report says which. A single worker pays the costs of one worker alone (`executor.profile.measure_precisely`). Methods
   with several workers pay what a calibration run of their own workers measures
   (`measure_layout_precisely`): each op's thread CPU time, which leaves out waiting for a core (the
   simulator's time-sliced CPU models that) but keeps the slowdown of threads sharing caches and memory,
