@@ -230,6 +230,7 @@ def report(path: Path) -> str:
         if repro and cached
         else "reproducibility: too few repeats",
         _reproducibility_at_equal_cost(rows),
+        _profile_precision(rows),
         _measurement_against_itself(rows),
         _inside_over_runs(rows),
         *_against_single_runs(rows),
@@ -296,6 +297,21 @@ def _reproducibility_at_equal_cost(rows: list[dict]) -> str:
         f"{100 * statistics.median(costs):.1f}% (90th {100 * percentile(costs, 0.9):.1f}%); at equal cost "
         f"(prediction ratio x cost ratio) the predictions differ by a median "
         f"{100 * statistics.median(left):.1f}%"
+    )
+
+
+def _profile_precision(rows: list[dict]) -> str:
+    """How well the fresh profiles said they knew a batch's cost (their 95% intervals' larger relative
+    half-width), and how often they reached the ±2% target within the time cap."""
+    stated = [r["profile"]["precision"] for r in rows if r["fresh_profile"] and r["profile"]["precision"]]
+    if not stated:
+        return "profiles' stated precision: none recorded"
+    widths = [p["relative_half_width"] for p in stated]
+    return (
+        f"fresh profiles' stated precision (95% half-width of a batch's mean cost): median "
+        f"±{100 * statistics.median(widths):.1f}%, 90th ±{100 * percentile(widths, 0.9):.1f}%; the ±2% "
+        f"target reached in {sum(p['reached'] for p in stated)} of {len(stated)}; profile seconds median "
+        f"{statistics.median(p['seconds'] for p in stated):.0f}"
     )
 
 
