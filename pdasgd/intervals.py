@@ -14,7 +14,7 @@ correlation, and `DRAWS` resamples of blocks give the 95% percentile interval.
 The block length is max(MIN_BLOCK, n^(1/3)) for n batches (the rate that minimises the bootstrap's error
 for a smooth statistic; the floor covers the window's coupling), or BLOCK_PER_TAU autocorrelation times of
 the series where that is longer, up to a third of the series: the machine's speed is correlated over tens
-of seconds on the 2-core VMs here, hundreds of batches, and blocks of 8 batches made a run's interval hold
+of seconds on the 2-core VMs here, hundreds of batches, and with blocks of 8 batches a run's interval held
 another run of the same scenario in only 31-67% of cases. The seed is fixed, so a figure's interval
 is reproducible. `batches_for(width, target, n)` says how many batches would narrow an interval of
 relative half-width `width` measured on n batches to `target` (half-widths shrink as 1/sqrt(n)).
@@ -22,10 +22,10 @@ relative half-width `width` measured on n batches to `target` (half-widths shrin
 `mean_interval(samples)` is the 95% interval of a mean from the t distribution (of independent values: the
 runs of `compare --runs`). `correlated_mean_interval(series)` is the same at the series' effective sample
 size n / tau, with tau the integrated autocorrelation time (`autocorrelation_time`, Sokal's automatic
-window): the profiler's stopping rule reads it (executor.profile). On a fixed kernel timed for 4 minutes
-on the 2-core VM, tau was 450 samples of 35 ms (16 s); the interval over the count alone claimed ±2% for
-profiles whose repeats differed by 10-20%. A series shorter than its correlation underestimates tau, so
-short profiles still read somewhat too precise.
+window): the profiler's stopping rule reads it (executor.profile). A fixed kernel timed for 4 minutes on
+the 2-core VM had tau of 5-16 s (benchmarks/bench_machine_drift.py); the interval over the count alone
+claimed ±2% for profiles whose repeats differed by 10-20%. A series shorter than its correlation
+underestimates tau, so short profiles still read somewhat too precise.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pdasgd.trace import Trace
 DRAWS = 2000
 MIN_BLOCK = 8
 SOKAL_WINDOW = 5
-BLOCK_PER_TAU = 3  # an AR(1)'s bootstrap variance with blocks of 3 tau is about 85% of its true variance
+BLOCK_PER_TAU = 3  # an AR(1)'s (phi 0.9) bootstrap variance with blocks of 3 tau: about 83% of the true one
 LEVEL = 0.95
 SEED = 20261202
 
