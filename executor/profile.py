@@ -53,6 +53,7 @@ CHECK_EVERY = 10  # batches between checks of the stopping rule
 TARGET = 0.02  # the 95% interval of a batch's mean forward and backward cost within ±2% of the mean
 CAP_S = 30.0  # the longest a profile keeps measuring to reach TARGET (PDASGD_PROFILE_CAP_S)
 MIN_BATCHES = 20
+MIN_SECONDS = 15.0  # a real network's profile runs at least this long (`profile_floor_s`)
 MAX_BATCHES = 100_000
 
 
@@ -217,6 +218,15 @@ def profile_cap_s() -> float:
     return value if value > 0 else CAP_S
 
 
+def profile_floor_s(scenario: Scenario, cap_s: float) -> float:
+    """The shortest a profile of a real network runs before its stopping rule may stop it: MIN_SECONDS,
+    or the cap if that is shorter; none for the timed network, which sleeps its costs. A series shorter
+    than the machine's correlation (5-16 s here) underestimates it and reads too precise: on draw 3 of
+    benchmarks/fidelity.md, pairs of fresh profiles of which one had stopped within 15 s at a stated ±2%
+    gave predictions a median 17.8% apart, pairs that both ran 15 s or more 5.3%."""
+    return 0.0 if scenario.train.network == "timed" else min(MIN_SECONDS, cap_s)
+
+
 @dataclass(frozen=True)
 class Precision:
     """How well a profile knows one batch's costs: the 95% intervals of the mean forward time and of the
@@ -276,12 +286,18 @@ def precision(spans: list, warmup: int, target: float, seconds: float, gaps: boo
 
 
 def measure_precisely(
-    scenario: Scenario, target: float = TARGET, cap_s: float | None = None, warmup: int = 5
+    scenario: Scenario,
+    target: float = TARGET,
+    cap_s: float | None = None,
+    warmup: int = 5,
+    min_s: float | None = None,
 ) -> tuple[list[LayerSamples], Precision]:
     """Profile one worker until the 95% intervals of a batch's mean forward and backward costs are within
-    ±`target` of the means (the stopping rule, checked every CHECK_EVERY batches once MIN_BATCHES are in),
-    or until `cap_s` seconds have passed: then `Precision.reached` is False and says how far it got."""
+    ±`target` of the means (the stopping rule, checked every CHECK_EVERY batches once MIN_BATCHES are in
+    and `min_s` seconds have passed: `profile_floor_s`), or until `cap_s` seconds have passed: then
+    `Precision.reached` is False and says how far it got."""
     cap_s = profile_cap_s() if cap_s is None else cap_s
+    min_s = profile_floor_s(scenario, cap_s) if min_s is None else min_s
     started = time.perf_counter()
     totals = _Totals(warmup)
 
@@ -289,7 +305,7 @@ def measure_precisely(
         totals.add(new_spans)
         elapsed = time.perf_counter() - started
         measured = totals.precision(target, elapsed)
-        return elapsed > cap_s or (measured.batches >= MIN_BATCHES and measured.reached)
+        return elapsed > cap_s or (measured.batches >= MIN_BATCHES and measured.reached and elapsed >= min_s)
 
     layers = measure(scenario, MAX_BATCHES, warmup, enough)
     spans = _as_spans(layers)
@@ -391,7 +407,7 @@ def measure_layout_precisely(
     time-sliced device models, is not counted, while the slowdown of sharing caches and memory with the
     other threads is. Each role's CPU time outside its ops (Python between them) is spread over its ops.
     Runs of 40, 80, 160, ... measured batches until a batch's forward and backward costs are known to
-    ±`target`, or `cap_s` has passed."""
+    ±`target` and `profile_floor_s` has passed, or `cap_s` has passed."""
     from executor.runtime import run
 
     cap_s = profile_cap_s() if cap_s is None else cap_s
@@ -428,7 +444,8 @@ def measure_layout_precisely(
             correlated_mean_interval([totals["backward"][b] for b in done]),
             target,
         )
-        if measured.reached or time.perf_counter() - started > cap_s:
+        elapsed = time.perf_counter() - started
+        if (measured.reached and elapsed >= profile_floor_s(scenario, cap_s)) or elapsed > cap_s:
             break
         batches *= 2
     factor = {role: role_thread_s[role] / role_op_s[role] if role_op_s[role] else 1.0 for role in role_op_s}

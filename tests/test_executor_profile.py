@@ -157,6 +157,16 @@ def test_a_steady_network_stops_at_the_first_check_the_rule_allows(monkeypatch) 
     assert all(len(layer.samples["forward"]) == stop_batches for layer in layers)
 
 
+def test_a_real_network_is_profiled_for_at_least_the_floor() -> None:
+    from executor.profile import MIN_SECONDS, measure_precisely, profile_floor_s
+
+    assert profile_floor_s(scenario("sequential"), 30.0) == MIN_SECONDS == 15.0
+    assert profile_floor_s(scenario("sequential"), 3.0) == 3.0  # never past the cap
+    assert profile_floor_s(timed_scenario(), 30.0) == 0.0  # the timed network sleeps its costs
+    _, precision = measure_precisely(scenario("sequential"), target=0.5, cap_s=30.0, min_s=1.0)
+    assert precision.reached and 1.0 <= precision.seconds < 5.0  # ±50% is reached at once; it ran on
+
+
 def test_a_noisy_network_stops_at_the_time_cap_and_says_it_fell_short(tmp_path, monkeypatch) -> None:
     from executor.profile import measure_precisely
 

@@ -2,14 +2,14 @@
 
 - **Costs** (`profiled`): the network is profiled on the executor's own code path until a batch's mean
   forward and backward costs are known to ±2% (95% interval, at the effective sample size of a series the
-  machine's drift correlates: `executor.profile.Precision`), or 30 s have passed (`PDASGD_PROFILE_CAP_S`),
-  and the report says which. A single worker pays the costs of one worker alone
-  (`executor.profile.measure_precisely`). Methods with several workers pay what a calibration run of their
-  own workers measures (`measure_layout_precisely`): each op's thread CPU time, which leaves out waiting for
-  a core (the simulator's time-sliced CPU models that) but keeps the slowdown of threads sharing caches and
-  memory, the larger the more threads run: 2F+2B on 2 cores was predicted 31% too fast from the costs of a
-  1F+1B pipeline. A profile of the same network, device and threads taken in the last 15 minutes is reused
-  (`executor.profile_cache`), and the report says so.
+  machine's drift correlates: `executor.profile.Precision`; at least 15 s, `profile_floor_s`), or 30 s have
+  passed (`PDASGD_PROFILE_CAP_S`), and the report says which. A single worker pays the costs of one worker
+  alone (`executor.profile.measure_precisely`). Methods with several workers pay what a calibration run of
+  their own workers measures (`measure_layout_precisely`): each op's thread CPU time, which leaves out
+  waiting for a core (the simulator's time-sliced CPU models that) but keeps the slowdown of threads sharing
+  caches and memory, the larger the more threads run: 2F+2B on 2 cores was predicted 31% too fast from the
+  costs of a 1F+1B pipeline. A profile of the same network, device and threads taken in the last 15 minutes
+  is reused (`executor.profile_cache`), and the report says so.
 - **The roles' speeds and the noise**: with more runnable threads than cores, the cores do not go to the
   threads in fair shares, and some of their time goes to neither (thread switches, GIL hand-offs). A
   forward thread, whose many short ops give the GIL away and wait to get it back, gets less than its
