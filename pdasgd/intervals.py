@@ -176,25 +176,23 @@ def batches_for(relative_half_width: float, target: float, batches: int) -> int:
 
 def mean_interval(samples: Sequence[float]) -> Interval:
     """The mean of `samples` and its 95% interval from the t distribution (n >= 2)."""
-    from scipy import stats
-
     values = np.asarray(samples, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return Interval(mean, -math.inf, math.inf)
-    half = float(stats.t.ppf((1 + LEVEL) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
-    return Interval(mean, mean - half, mean + half)
+    return _t_interval(values, len(values))
 
 
 def correlated_mean_interval(series: Sequence[float]) -> Interval:
     """The mean of a series in time order and its 95% interval: the t interval of `mean_interval` with the
     effective sample size n / tau (`autocorrelation_time`) in place of n, and at least 2."""
+    values = np.asarray(series, dtype=float)
+    return _t_interval(values, max(2.0, len(values) / autocorrelation_time(values)))
+
+
+def _t_interval(values: np.ndarray, effective: float) -> Interval:
+    """The mean of `values` and its 95% t interval as if they were `effective` independent samples."""
     from scipy import stats
 
-    values = np.asarray(series, dtype=float)
     mean = float(values.mean()) if len(values) else math.nan
     if len(values) < 2:
         return Interval(mean, -math.inf, math.inf)
-    effective = max(2.0, len(values) / autocorrelation_time(values))
     half = float(stats.t.ppf((1 + LEVEL) / 2, effective - 1) * values.std(ddof=1) / math.sqrt(effective))
     return Interval(mean, mean - half, mean + half)
