@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -133,6 +134,9 @@ def pushing(out: Path, ranks: int) -> None:
     world.close()
 
 
+GRADIENT_PAUSE_S = 0.02
+
+
 def train(out: Path, ranks: int, mode: str = "exchange") -> None:
     from executor_probe import Recorder
 
@@ -147,7 +151,10 @@ def train(out: Path, ranks: int, mode: str = "exchange") -> None:
             "distributed": {"timeout_s": 20, "consensus_every_s": 0.005, "gossip_mode": mode},
         }
     )
-    recorder = Recorder()
+    # Each gradient takes 20 ms longer, so a rank's 16 batches last about half a second: its gossip rounds
+    # run while it trains. Without it a loaded machine could start the communicator only after both ranks
+    # had finished, and then (rightly) no round would mix.
+    recorder = Recorder(on_gradient=lambda i, m: time.sleep(GRADIENT_PAUSE_S))
     result = rank_run(scenario, {"curve_points": 0, "probe": recorder})
     torch.save(
         {
